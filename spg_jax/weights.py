@@ -1,0 +1,42 @@
+"""The project's weight-file format: a flat `.npz` of variables plus a JSON metadata record.
+
+A weights file holds one network's Flax variables (`params`, `batch_stats`) as arrays keyed by their
+'/'-joined path (`params/dec_0_res_0/conv/kernel`), and `__meta__`, a JSON string describing the
+network (kind, constructor arguments) and the source it came from. It needs no pickle to read and
+is what `python -m spg_jax.convert` writes and what training initialises from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+META_KEY = "__meta__"
+
+
+def save_weights(path: str | os.PathLike, variables: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+  """Writes `variables` (a nested dict of arrays) and `metadata` (JSON-serialisable) to `path`."""
+  flat = traverse_util.flatten_dict(dict(variables), sep="/")
+  arrays = {k: np.asarray(v) for k, v in flat.items()}
+  if META_KEY in arrays:
+    raise ValueError(f"variable path {META_KEY!r} is reserved")
+  arrays[META_KEY] = np.array(json.dumps(dict(metadata), sort_keys=True))
+  tmp = f"{os.fspath(path)}.tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # a killed conversion never leaves a truncated file under the final name
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Reads a weights file; returns (nested variables dict of numpy arrays, metadata dict)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"weights file not found: {os.fspath(path)}")
+  with np.load(path, allow_pickle=False) as data:
+    if META_KEY not in data.files:
+      raise ValueError(f"{os.fspath(path)} is not an spg_jax weights file (no {META_KEY} entry)")
+    metadata = json.loads(str(data[META_KEY]))
+    flat = {k: data[k] for k in data.files if k != META_KEY}
+  return traverse_util.unflatten_dict(flat, sep="/"), metadata
