@@ -26,8 +26,18 @@ class StateDictReader:
     self.source = source
     self.consumed: set[str] = set()
     self.ignored: dict[str, str] = {}
+    self._origins: dict[int, str] = {}  # id(converted array) -> official key, for error messages
+
+  def origin(self, array: object) -> str | None:
+    """The official key a converted array was made from, if it came from this reader."""
+    return self._origins.get(id(array))
+
+  def _track(self, array: np.ndarray, key: str) -> np.ndarray:
+    self._origins[id(array)] = key
+    return array
 
   def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Returns the array under `key` (optionally checking its shape) and marks it consumed."""
     if key not in self.state:
       raise ConversionError(f"{self.source}: missing key {key!r}")
     if key in self.consumed:
@@ -36,7 +46,7 @@ class StateDictReader:
     if shape is not None and tuple(value.shape) != tuple(shape):
       raise ConversionError(f"{self.source}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
     self.consumed.add(key)
-    return value
+    return self._track(value, key)
 
   def ignore(self, patterns: Iterable[str], reason: str) -> None:
     """Marks keys matching any glob pattern as deliberately unused, with the reason recorded."""
@@ -54,22 +64,25 @@ class StateDictReader:
 
   def conv(self, prefix: str, bias: bool) -> dict[str, np.ndarray]:
     """Conv2d `prefix.weight` (O, I, kh, kw) -> {'kernel': (kh, kw, I, O), 'bias': (O,)}."""
-    out = {"kernel": self.take(f"{prefix}.weight").transpose(2, 3, 1, 0)}
+    key = f"{prefix}.weight"
+    out = {"kernel": self._track(self.take(key).transpose(2, 3, 1, 0), key)}
     if bias:
       out["bias"] = self.take(f"{prefix}.bias")
     return out
 
   def conv_transpose(self, prefix: str, bias: bool) -> dict[str, np.ndarray]:
     """ConvTranspose2d `prefix.weight` (I, O, kh, kw) -> correlation kernel (kh, kw, I, O), flipped."""
-    w = self.take(f"{prefix}.weight")
-    out = {"kernel": np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))}
+    key = f"{prefix}.weight"
+    w = self.take(key)
+    out = {"kernel": self._track(np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)), key)}
     if bias:
       out["bias"] = self.take(f"{prefix}.bias")
     return out
 
   def linear(self, prefix: str) -> dict[str, np.ndarray]:
     """Linear `prefix.weight` (out, in) -> {'kernel': (in, out), 'bias': (out,)}."""
-    return {"kernel": self.take(f"{prefix}.weight").T, "bias": self.take(f"{prefix}.bias")}
+    key = f"{prefix}.weight"
+    return {"kernel": self._track(self.take(key).T, key), "bias": self.take(f"{prefix}.bias")}
 
   def batch_norm(self, prefix: str, affine: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """BatchNorm2d -> (params {'scale', 'bias'} or {}, batch_stats {'mean', 'var'}).
@@ -85,22 +98,33 @@ class StateDictReader:
 
   def spectral_conv(self, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """spectral_norm(Conv2d(bias=False)) -> ({'kernel'}, {'u', 'v'})."""
-    kernel = self.take(f"{prefix}.weight_orig").transpose(2, 3, 1, 0)
+    key = f"{prefix}.weight_orig"
+    kernel = self._track(self.take(key).transpose(2, 3, 1, 0), key)
     stats = {"u": self.take(f"{prefix}.weight_u"), "v": self.take(f"{prefix}.weight_v")}
     return {"kernel": kernel}, stats
 
 
-def check_against_template(converted: Mapping[str, Any], template: Mapping[str, Any], source: str) -> dict[str, Any]:
+def check_against_template(
+    converted: Mapping[str, Any],
+    template: Mapping[str, Any],
+    source: str,
+    reader: StateDictReader | None = None,
+) -> dict[str, Any]:
   """Checks converted variables leaf by leaf against `jax.eval_shape(model.init, ...)` output.
 
+  With `reader`, error messages also name the official key each offending array came from.
   Returns the converted variables as float32 numpy arrays in the template's nesting.
   """
+  def named(path: str, array: Any) -> str:
+    key = reader.origin(array) if reader is not None else None
+    return f"{path} (from {key})" if key else path
+
   conv_flat = traverse_util.flatten_dict(dict(converted), sep="/")
   tmpl_flat = traverse_util.flatten_dict(dict(template), sep="/")
   missing = sorted(set(tmpl_flat) - set(conv_flat))
-  extra = sorted(set(conv_flat) - set(tmpl_flat))
+  extra = sorted(named(k, conv_flat[k]) for k in set(conv_flat) - set(tmpl_flat))
   bad_shape = sorted(
-      f"{k}: converted {tuple(np.shape(conv_flat[k]))}, network expects {tuple(tmpl_flat[k].shape)}"
+      f"{named(k, conv_flat[k])}: converted {tuple(np.shape(conv_flat[k]))}, network expects {tuple(tmpl_flat[k].shape)}"
       for k in set(conv_flat) & set(tmpl_flat)
       if tuple(np.shape(conv_flat[k])) != tuple(tmpl_flat[k].shape)
   )
