@@ -66,7 +66,7 @@ def _convert_flownet(args, state) -> tuple[dict, dict]:
       raise ConversionError(f"{args.options}: not valid JSON ({e})") from None
   model = flownet.flownet_from_options(options, source=args.options)
   variables = flownet.convert(state, model, args.input)
-  config = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
+  config = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name", "dtype")}
   return variables, {"network": "flownet", "config": _jsonable(config), "train_opt": options}
 
 
