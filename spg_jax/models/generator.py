@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spg_jax.models.layers import BatchNorm, SpectralNormConv2d, conv2d, reflect_pad
+from spg_jax.models.layers import BatchNorm, ConvBN, SpectralNormConv2d, conv2d, reflect_pad
 from spg_jax.models.sean import SEANNorm, StyleEncoder
 from spg_jax.ops.resample import pixel_shuffle, pool_flow, pool_visibility
 from spg_jax.ops.warp import warp_by_flow
@@ -84,24 +84,6 @@ class GeneratorConfig:
     return min(self.nf * (level + 1), self.max_nf), min(self.nf * (level + 2), self.max_nf)
 
 
-class ConvBN(nn.Module):
-  """[ReLU] · conv (no bias) · BN, the unit of both encoders."""
-
-  features: int
-  kernel_size: int
-  stride: int = 1
-  pre_relu: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if self.pre_relu:
-      x = nn.relu(x)
-    pad = self.kernel_size // 2
-    x = conv2d(self.features, self.kernel_size, self.stride, pad, use_bias=False, dtype=self.dtype, name="conv")(x)
-    return BatchNorm(dtype=self.dtype, name="bn")(x, train)
-
-
 class VisibilityResidualBlock(nn.Module):
   """Refines a warped feature w with its visibility (Intr-Flow `ResidualBlock(dim=C, dim_a=2C)`).
 
@@ -115,8 +97,8 @@ class VisibilityResidualBlock(nn.Module):
   def __call__(self, w: jax.Array, vis: jax.Array, train: bool) -> jax.Array:
     c = w.shape[-1]
     expanded = jnp.concatenate([w * (vis == 0).astype(w.dtype), w * (vis == 1).astype(w.dtype)], axis=-1)
-    a = ConvBN(c, 1, dtype=self.dtype, name="conv_a")(expanded, train)
-    return w + ConvBN(c, 3, dtype=self.dtype, name="conv")(jnp.concatenate([w, a], axis=-1), train)
+    a = ConvBN(c, 1, pre_relu=True, dtype=self.dtype, name="conv_a")(expanded, train)
+    return w + ConvBN(c, 3, pre_relu=True, dtype=self.dtype, name="conv")(jnp.concatenate([w, a], axis=-1), train)
 
 
 class SPGBlock(nn.Module):
@@ -201,8 +183,8 @@ class SPGNetGenerator(nn.Module):
 
     # Encoders. Skips are kept per (level, block) for the decoder.
     dt = self.dtype
-    x_p = ConvBN(cfg.nf, 1, pre_relu=False, dtype=dt, name="encp_pre_conv")(target_pose.astype(dt), train)
-    x_a = ConvBN(cfg.nf, 1, pre_relu=False, dtype=dt, name="enca_pre_conv")(source_image.astype(dt), train)
+    x_p = ConvBN(cfg.nf, 1, dtype=dt, name="encp_pre_conv")(target_pose.astype(dt), train)
+    x_a = ConvBN(cfg.nf, 1, dtype=dt, name="enca_pre_conv")(source_image.astype(dt), train)
     visibility = jnp.round(visibility.astype(jnp.float32))
     skips = {}
     for level in range(cfg.num_scales):
@@ -212,19 +194,19 @@ class SPGNetGenerator(nn.Module):
         flow_l = pool_flow(flow.astype(jnp.float32), 2 ** level)
         vis_l = pool_visibility(visibility, 2 ** level)
       for i in range(2):
-        x_p = x_p + ConvBN(c_in, 3, dtype=dt, name=f"encp_{level}_res_{i}")(x_p, train)
-        x_a = x_a + ConvBN(c_in, 3, dtype=dt, name=f"enca_{level}_res_{i}")(x_a, train)
+        x_p = x_p + ConvBN(c_in, 3, pre_relu=True, dtype=dt, name=f"encp_{level}_res_{i}")(x_p, train)
+        x_a = x_a + ConvBN(c_in, 3, pre_relu=True, dtype=dt, name=f"enca_{level}_res_{i}")(x_a, train)
         skip_a = x_a
         if warped:
           skip_a = warp_by_flow(x_a, flow_l)
           skip_a = VisibilityResidualBlock(dtype=dt, name=f"enca_{level}_vis_{i}")(skip_a, vis_l, train)
           features[f"enca_{level}_vis_{i}"] = skip_a
         skips[level, i] = jnp.concatenate([x_p, skip_a], axis=-1)
-      x_p = ConvBN(c_out, 3, stride=2, dtype=dt, name=f"encp_{level}_downsample")(x_p, train)
-      x_a = ConvBN(c_out, 3, stride=2, dtype=dt, name=f"enca_{level}_downsample")(x_a, train)
+      x_p = ConvBN(c_out, 3, stride=2, pre_relu=True, dtype=dt, name=f"encp_{level}_downsample")(x_p, train)
+      x_a = ConvBN(c_out, 3, stride=2, pre_relu=True, dtype=dt, name=f"enca_{level}_downsample")(x_a, train)
 
     c_bottleneck = cfg.channels(cfg.num_scales - 1)[1]
-    x = ConvBN(c_bottleneck, 1, pre_relu=False, dtype=dt, name="dec_fuse")(jnp.concatenate([x_p, x_a], -1), train)
+    x = ConvBN(c_bottleneck, 1, dtype=dt, name="dec_fuse")(jnp.concatenate([x_p, x_a], -1), train)
     features["dec_fuse"] = x
 
     # Decoder.

@@ -121,6 +121,35 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+class ConvBN(nn.Module):
+  """[ReLU] · [reflect pad] · conv (no bias) · BN · [ReLU], the unit of the encoders.
+
+  `padding` is zero padding (default kernel_size // 2, or 0 when `reflect` pads instead).
+  Parameters live under `conv` and `bn`.
+  """
+
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int | None = None
+  reflect: int = 0
+  pre_relu: bool = False
+  post_relu: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.pre_relu:
+      x = nn.relu(x)
+    if self.reflect:
+      x = reflect_pad(x, self.reflect)
+    padding = self.padding if self.padding is not None else (0 if self.reflect else self.kernel_size // 2)
+    x = conv2d(self.features, self.kernel_size, self.stride, padding, use_bias=False, dtype=self.dtype,
+               name="conv")(x)
+    x = BatchNorm(dtype=self.dtype, name="bn")(x, train)
+    return nn.relu(x) if self.post_relu else x
+
+
 def _unit_normal(key: jax.Array, n: int) -> jax.Array:
   v = jax.random.normal(key, (n,), jnp.float32)
   return v / jnp.maximum(jnp.linalg.norm(v), spectral.SN_EPS)

@@ -53,31 +53,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spg_jax.models.layers import BatchNorm, ConvTranspose2d, conv2d, reflect_pad
+from spg_jax.models.layers import BatchNorm, ConvBN, ConvTranspose2d, conv2d, reflect_pad
 from spg_jax.ops.pose_maps import NUM_KEYPOINTS, NUM_LIMBS
 
 Dtype = Any
-
-
-class ConvBNReLU(nn.Module):
-  """[reflect pad] · conv (no bias) · BN · [ReLU]. Zero padding `padding`, reflect padding `reflect`."""
-
-  features: int
-  kernel_size: int
-  stride: int = 1
-  padding: int = 0
-  reflect: int = 0
-  relu: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if self.reflect:
-      x = reflect_pad(x, self.reflect)
-    x = conv2d(self.features, self.kernel_size, self.stride, self.padding, use_bias=False, dtype=self.dtype,
-               name="conv")(x)
-    x = BatchNorm(dtype=self.dtype, name="bn")(x, train)
-    return nn.relu(x) if self.relu else x
 
 
 class PoseAttentionalTransferBlock(nn.Module):
@@ -92,9 +71,9 @@ class PoseAttentionalTransferBlock(nn.Module):
   @nn.compact
   def __call__(self, parsing: jax.Array, pose: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     dim = parsing.shape[-1]
-    u = ConvBNReLU(dim, 3, reflect=1, dtype=self.dtype, name="parsing_0")(parsing, train)
-    u = ConvBNReLU(dim, 3, reflect=1, relu=False, dtype=self.dtype, name="parsing_1")(u, train)
-    a = ConvBNReLU(pose.shape[-1], 3, reflect=1, dtype=self.dtype, name="pose_0")(pose, train)
+    u = ConvBN(dim, 3, reflect=1, post_relu=True, dtype=self.dtype, name="parsing_0")(parsing, train)
+    u = ConvBN(dim, 3, reflect=1, dtype=self.dtype, name="parsing_1")(u, train)
+    a = ConvBN(pose.shape[-1], 3, reflect=1, post_relu=True, dtype=self.dtype, name="pose_0")(pose, train)
     a = conv2d(dim, 3, use_bias=False, dtype=self.dtype, name="attention")(reflect_pad(a, 1))
     parsing = parsing + u * nn.sigmoid(a)
     return parsing, jnp.concatenate([a, parsing], axis=-1)
@@ -180,9 +159,10 @@ class SPATN(nn.Module):
     ngf, dt = self.ngf, self.dtype
 
     def encoder(x: jax.Array, prefix: str) -> jax.Array:
-      x = ConvBNReLU(ngf, 7, reflect=3, dtype=dt, name=f"{prefix}_stem")(x, train)
+      x = ConvBN(ngf, 7, reflect=3, post_relu=True, dtype=dt, name=f"{prefix}_stem")(x, train)
       for i in range(2):
-        x = ConvBNReLU(ngf * 2 ** (i + 1), 3, stride=2, padding=1, dtype=dt, name=f"{prefix}_down_{i}")(x, train)
+        x = ConvBN(ngf * 2 ** (i + 1), 3, stride=2, padding=1, post_relu=True, dtype=dt,
+                   name=f"{prefix}_down_{i}")(x, train)
       return x
 
     parsing = encoder(parsing, "parsing")
