@@ -102,7 +102,7 @@ class VisibilityResidualBlock(nn.Module):
 
 
 class SPGBlock(nn.Module):
-  """Decoder residual block with SEAN (official `ResidualBlock_SEAN`, seed Table C).
+  """Decoder residual block with SEAN (official `ResidualBlock_SEAN`, supplementary Table C).
 
   skip s = cat(pose skip, warped appearance skip) (2C channels);
   a = SNconv1×1(ReLU(SEAN(s))); x + SNconv3×3(ReLU(SEAN(cat(x, a)))). Spectral-normalised convs,

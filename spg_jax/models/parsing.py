@@ -5,12 +5,12 @@ Inputs (NHWC, batch B, size H × W with H and W multiples of 4):
   source_pose      (B, H, W, 18)  source keypoint maps (`ops.pose_maps.keypoint_maps`, binary discs).
   target_pose      (B, H, W, 18)  target keypoint maps.
   source_distance  (B, H, W, 12)  source limb distance maps (`ops.pose_maps.distance_maps`); given
-  target_distance  (B, H, W, 12)  exactly when `use_distance_maps` (the seed §C ablation switch).
+  target_distance  (B, H, W, 12)  exactly when `use_distance_maps` (the supplementary §C ablation switch).
 Output: (B, H, W, 20) float32 class logits of the target parsing (no softmax); train with
 `parsing_cross_entropy`, and feed stage 2 `logits_to_onehot(logits)` at inference.
 
-What the sources say. The authors did not release stage 1 (`spgnet-official-code.md` §2). The
-supplement (seed §A, §C) names it "the SPATN model", says it predicts the target semantic parsing
+What the sources say. The authors did not release stage 1. The paper's
+supplementary material (§A, §C) names it "the SPATN model", says it predicts the target semantic parsing
 (20 CIHP classes, the label set stage 2 consumes) from the source parsing and the poses, and that
 12 limb distance maps added to the 18-channel keypoint maps raise its DeepFashion mIoU from 0.520 to
 0.539; it cites PATN (Zhu et al., CVPR 2019, "Progressive Pose Attention Transfer") among the
@@ -25,7 +25,7 @@ architecture carries over unchanged except at its two ends. We therefore use PAT
   * the pose pathway fed concat(source keypoint maps, target keypoint maps[, source distance maps,
     target distance maps]): 36 channels, or 60 with distance maps;
   * a 20-class logit head instead of tanh RGB (softmax cross-entropy, the natural loss for a
-    per-pixel label map; DESIGN.md fixes it).
+    per-pixel label map).
 
 Architecture (ngf = 64, D = 4·ngf = 256 at H/4 × W/4), PATN's with its BatchNorm setting (convs
 followed by BN carry no bias, like PATN's `use_bias = False` for BatchNorm):
@@ -86,7 +86,7 @@ class SPATN(nn.Module):
     num_classes: parsing classes in and out (20, CIHP).
     ngf: channels after the stem; the blocks run at 4·ngf.
     num_blocks: Pose-Attentional Transfer blocks (9 for 256×256, as PATN).
-    use_distance_maps: feed the 12 + 12 limb distance maps to the pose pathway (seed §C).
+    use_distance_maps: feed the 12 + 12 limb distance maps to the pose pathway (supplementary §C).
     dtype: compute dtype (parameters, BatchNorm statistics and the logits stay float32).
   """
 

@@ -24,7 +24,7 @@ ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), as the offici
 calling VGG. Max-pooling floors odd sizes, like PyTorch's default.
 
 `perceptual_loss` is the official `balance` content loss: Σ_i w_i · mean |φ_i(a) − φ_i(b)| with
-w_i = 0.125 for the five layers (`spgnet-official-code.md` §5).
+w_i = 0.125 for the five layers (the official `VGGLoss` in its 'balance' mode).
 """
 
 from __future__ import annotations

@@ -9,22 +9,22 @@ Every function keeps the leading dimensions of `keypoints`: (B, 18, 2) -> (B, H,
 (18, 2) -> (H, W, C). Everything is jit-able: keypoints may be traced; output size, mode, radius
 and κ are static Python values.
 
-Joint maps (`keypoint_maps`, official `kp_to_map`, `spgnet-official-code.md` §7.2): channel k is
+Joint maps (`keypoint_maps`, the official `kp_to_map`): channel k is
   binary:   1 where (X − x_k)² + (Y − y_k)² ≤ r², else 0 (the official mode; r = 8 on DeepFashion
             256×256, r = 4 on Market-1501 128×64);
   gaussian: exp(−((X − x_k)² + (Y − y_k)²) / r²) (implemented but unused by the official code);
 and all zero for a missing joint. The official code marks missing joints with exactly −1; any
 negative coordinate is treated as missing here, which agrees on its data.
 
-Distance maps (`distance_maps`, seed §C, eqs. 1–2): one channel per limb m,
+Distance maps (`distance_maps`, supplementary material §C, eqs. 1–2): one channel per limb m,
   M_m(X, Y) = exp(κ · min over points (x', y') of segment L_m of ‖(X, Y) − (x', y')‖₂),
 the Euclidean distance (in pixels) from the pixel to the closed line segment between the limb's two
 joints, with κ < 0 so that values are 1 on the limb and decay away from it (κ = −0.1: the constant
 the official stage-2 code's unused distance-map branch uses). A limb with a missing endpoint has
 distance +∞ and therefore an all-zero channel. A degenerate limb (both endpoints equal) is its point.
 
-Which 12 limbs: the seed says only "12 lines ... to represent the body skeleton" and the paper does
-not list them; no released code computes them (`spgnet-official-code.md` §2). We take the OpenPose
+Which 12 limbs: the supplementary material says only "12 lines ... to represent the body skeleton" and the paper does
+not list them; no released code computes them. We take the OpenPose
 COCO-18 skeleton (19 connections) and drop the 5 head connections (neck–nose, nose–eyes, eyes–ears)
 and the 2 auxiliary ear–shoulder connections. What remains is exactly 12 limbs that outline the
 body — the three segments of each arm and each leg plus the neck-to-shoulder and neck-to-hip
@@ -127,7 +127,7 @@ def keypoint_maps(
 
 
 def limb_distances(keypoints: jax.Array, height: int, width: int) -> jax.Array:
-  """Euclidean distance from every pixel to every limb segment of `LIMBS` (seed eq. 1).
+  """Euclidean distance from every pixel to every limb segment of `LIMBS` (supplementary eq. 1).
 
   Args:
     keypoints: (..., 18, 2) (x, y) pixel coordinates; negative = missing.
@@ -161,7 +161,7 @@ def limb_distances(keypoints: jax.Array, height: int, width: int) -> jax.Array:
 
 
 def distance_maps(keypoints: jax.Array, height: int, width: int, kappa: float = DEFAULT_KAPPA) -> jax.Array:
-  """The 12 limb distance maps M_m = exp(κ · d_m) of seed §C (eq. 2).
+  """The 12 limb distance maps M_m = exp(κ · d_m) of the supplementary material, §C (eq. 2).
 
   Args:
     keypoints: (..., 18, 2) (x, y) pixel coordinates; negative = missing.
