@@ -4,7 +4,7 @@ Pure NumPy + standard library. Every reader validates what it reads and raises `
 `ValueError`) naming the file and the offending key / row on bad input; none returns a silently
 wrong value.
 
-Formats (see shared/docs/spgnet-official-code.md §7 and peers-and-metrics.md §3.2, §4.3-4.4):
+Formats:
 
 * `label/pose_label.pkl` (SPGNet, Intr-Flow): a Python-2 pickle of `{image id: 18×2 [x, y]}`, −1 for a
   missing joint, values either nested lists or NumPy arrays → `read_pose_labels`.
@@ -440,7 +440,7 @@ def read_split(path: os.PathLike | str,
 def read_corr(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
   """Reads an Intr-Flow `.corr` file → (corr (H, W, 2) float32, vis (H, W) uint8).
 
-  Layout (`intrinsic_flow/util/flow_util.write_corr`, no header magic, no padding):
+  Layout (Intr-Flow's `util/flow_util.write_corr`, no header magic, no padding):
     bytes [0, 4)            int32 width W      (little-endian)
     bytes [4, 8)            int32 height H
     next H·W·2·4 bytes      float32 corr, C order (H, W, 2): corr[y, x] = (u, v), the absolute
