@@ -25,6 +25,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from spg_jax.convert.state_dict import ConversionError
@@ -127,21 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   meta.update(source=os.path.abspath(args.input), source_sha256=_sha256(args.input),
-              num_parameters=int(sum(np.size(x) for x in _leaves(variables.get("params", {})))))
+              num_parameters=int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {})))))
   out_dir = os.path.dirname(os.path.abspath(args.output))
   os.makedirs(out_dir, exist_ok=True)
   save_weights(args.output, variables, meta)
   print(f"wrote {args.output}: {meta['network']}, {meta['num_parameters']:,} parameters, "
         f"{len(state)} official tensors read")
   return 0
-
-
-def _leaves(tree: Any):
-  if isinstance(tree, dict):
-    for v in tree.values():
-      yield from _leaves(v)
-  else:
-    yield tree
 
 
 if __name__ == "__main__":

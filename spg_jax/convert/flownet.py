@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spg_jax.convert.state_dict import ConversionError, StateDictReader, check_against_template
+from spg_jax.convert.state_dict import ConversionError, StateDictReader, VariableTree, check_against_template
 from spg_jax.models.flownet import FlowUnet
 
 # `FlowRegressionModel` builds FlowUnet without `max_nf`, so the constructor default applies whatever
@@ -127,21 +127,13 @@ def convert(state: Mapping[str, np.ndarray], model: FlowUnet | Mapping[str, Any]
   if not isinstance(model, FlowUnet):
     model = flownet_from_options(model, source=f"{source} (options)")
   r = StateDictReader(state, source)
-  params: dict = {}
-  stats: dict = {}
-
-  def node(tree: dict, path: str) -> dict:
-    for part in path.split("/"):
-      tree = tree.setdefault(part, {})
-    return tree
+  tree = VariableTree()
 
   def conv(torch_key: str, path: str, bias: bool, transpose: bool = False) -> None:
-    node(params, path).update(r.conv_transpose(torch_key, bias) if transpose else r.conv(torch_key, bias))
+    tree.put(path, r.conv_transpose(torch_key, bias) if transpose else r.conv(torch_key, bias))
 
   def batch_norm(torch_key: str, path: str) -> None:
-    p, s = r.batch_norm(torch_key)
-    node(params, path).update(p)
-    node(stats, path).update(s)
+    tree.put(path, *r.batch_norm(torch_key))
 
   conv("conv_downsample.0", "stem_conv", bias=False)
   batch_norm("conv_downsample.1", "stem_norm")
@@ -163,4 +155,4 @@ def convert(state: Mapping[str, np.ndarray], model: FlowUnet | Mapping[str, Any]
   conv("predict_vis.1", "predict_vis/conv", bias=True)
   r.finish()
 
-  return check_against_template({"params": params, "batch_stats": stats}, init_template(model), source, reader=r)
+  return check_against_template(tree.variables(), init_template(model), source, reader=r)

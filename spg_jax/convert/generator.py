@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from spg_jax.convert.state_dict import ConversionError, StateDictReader, check_against_template
+from spg_jax.convert.state_dict import ConversionError, StateDictReader, VariableTree, check_against_template
 from spg_jax.models.generator import GeneratorConfig, SPGNetGenerator, init_variables
 
 
@@ -52,16 +52,6 @@ def infer_generator_config(state: Mapping[str, np.ndarray], source: str) -> Gene
                          num_warp_scales=len(warp_levels), sean_kernel=sean_kernel)
 
 
-def _set(tree: dict, path: str, value: Any) -> None:
-  node = tree
-  parts = path.split("/")
-  for part in parts[:-1]:
-    node = node.setdefault(part, {})
-  if parts[-1] in node:
-    raise ConversionError(f"variable {path} filled twice")
-  node[parts[-1]] = value
-
-
 def convert(state: Mapping[str, np.ndarray], config: GeneratorConfig, source: str) -> dict[str, Any]:
   """Maps an official generator state_dict onto `SPGNetGenerator(config)` variables.
 
@@ -69,14 +59,8 @@ def convert(state: Mapping[str, np.ndarray], config: GeneratorConfig, source: st
     ConversionError: naming every missing, unexpected or mis-shaped key.
   """
   r = StateDictReader(state, source)
-  params: dict = {}
-  stats: dict = {}
-
-  def put(path: str, p: Mapping[str, np.ndarray], s: Mapping[str, np.ndarray] | None = None) -> None:
-    for k, v in p.items():
-      _set(params, f"{path}/{k}", v)
-    for k, v in (s or {}).items():
-      _set(stats, f"{path}/{k}", v)
+  tree = VariableTree()
+  put = tree.put
 
   def conv_bn(torch_conv: str, torch_bn: str, path: str) -> None:
     put(f"{path}/conv", r.conv(torch_conv, bias=False))
@@ -84,15 +68,13 @@ def convert(state: Mapping[str, np.ndarray], config: GeneratorConfig, source: st
     put(f"{path}/bn", p, s)
 
   def sean(prefix: str, path: str) -> None:
-    for name in ("noise_var", "blending_gamma", "blending_beta"):
-      _set(params, f"{path}/{name}", r.take(f"{prefix}.{name}"))
+    put(path, {name: r.take(f"{prefix}.{name}") for name in ("noise_var", "blending_gamma", "blending_beta")})
     kernels, biases = [], []
     for j in range(config.num_classes):
       fc = r.linear(f"{prefix}.fc_mu{j}")
       kernels.append(fc["kernel"])
       biases.append(fc["bias"])
-    _set(params, f"{path}/fc_mu_kernel", np.stack(kernels))
-    _set(params, f"{path}/fc_mu_bias", np.stack(biases))
+    put(path, {"fc_mu_kernel": np.stack(kernels), "fc_mu_bias": np.stack(biases)})
     put(f"{path}/conv_gamma", r.conv(f"{prefix}.conv_gamma", bias=True))
     put(f"{path}/conv_beta", r.conv(f"{prefix}.conv_beta", bias=True))
     put(f"{path}/spade_shared", r.conv(f"{prefix}.Spade.mlp_shared.0", bias=True))
@@ -138,5 +120,5 @@ def convert(state: Mapping[str, np.ndarray], config: GeneratorConfig, source: st
   model = SPGNetGenerator(config)
   template = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1, 2 ** config.num_scales,
                                                                              2 ** config.num_scales)))
-  return check_against_template({"params": params, "batch_stats": stats}, template, source, reader=r)
+  return check_against_template(tree.variables(), template, source, reader=r)
 

@@ -104,6 +104,33 @@ class StateDictReader:
     return {"kernel": kernel}, stats
 
 
+class VariableTree:
+  """Collects converted arrays into nested `params` / `batch_stats` dicts by '/'-separated path."""
+
+  def __init__(self):
+    self.params: dict = {}
+    self.stats: dict = {}
+
+  @staticmethod
+  def _set(tree: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split("/")
+    for part in parents:
+      tree = tree.setdefault(part, {})
+    if leaf in tree:
+      raise ConversionError(f"variable {path} filled twice")
+    tree[leaf] = value
+
+  def put(self, path: str, params: Mapping[str, Any], stats: Mapping[str, Any] | None = None) -> None:
+    """Adds `params` (and `stats` to `batch_stats`) under the module at `path`."""
+    for name, value in params.items():
+      self._set(self.params, f"{path}/{name}", value)
+    for name, value in (stats or {}).items():
+      self._set(self.stats, f"{path}/{name}", value)
+
+  def variables(self) -> dict[str, dict]:
+    return {"params": self.params, "batch_stats": self.stats}
+
+
 def check_against_template(
     converted: Mapping[str, Any],
     template: Mapping[str, Any],
