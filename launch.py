@@ -1,23 +1,28 @@
-"""Entry point: `python launch.py --config configs/<name>.py [--config.key=value ...] --mode MODE`.
+"""Entry point: `python launch.py --config configs/<name>.py --workdir DIR [--config.key=value ...]`.
 
 Kept thin on purpose: flags in, library calls out, so everything stays importable and testable.
 Modes:
+  train     (default) train, or resume from the checkpoints in --workdir; validates as it goes.
+  eval      validate the latest checkpoint in --workdir.
   describe  print the networks the config builds and their parameter counts.
+Multi-host runs (TPU pods, several GPU hosts) call `jax.distributed.initialize()` first; on one host
+it is skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from spg_jax.models.from_config import parameter_counts
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-_MODE = flags.DEFINE_enum("mode", "describe", ["describe"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "describe"], "What to run.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (multi-host; arguments from the environment).")
 
 
 def main(argv):
@@ -25,10 +30,27 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   if _MODE.value == "describe":
+    from spg_jax.models.from_config import parameter_counts  # pylint: disable=g-import-not-at-top
     h, w = config.data.image_size
     print(f"{config.data.name}: {h}x{w}, compute dtype {config.compute_dtype}")
     for name, count in parameter_counts(config).items():
       print(f"  {name:34s} {count:>12,d} parameters")
+    return 0
+  if _WORKDIR.value is None:
+    raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
+  import jax  # pylint: disable=g-import-not-at-top
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  # tf.data must not grab accelerators; TensorFlow only ever runs the input pipeline on the host.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  logging.getLogger().setLevel(logging.INFO)
+  from spg_jax import train  # pylint: disable=g-import-not-at-top
+  if _MODE.value == "train":
+    metrics = train.train_and_evaluate(config, _WORKDIR.value)
+  else:
+    metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
+  print({k: round(v, 4) if isinstance(v, float) else v for k, v in (metrics or {}).items()})
   return 0
 
 

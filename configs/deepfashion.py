@@ -18,8 +18,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = "deepfashion"
   config.data.image_size = (256, 256)  # (H, W)
+  # TFDS data directory holding the prepared `spg_deepfashion` (python -m input_pipeline.prepare);
+  # None = TFDS's default (~/tensorflow_datasets).
+  config.data.data_dir = None
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.data.joint_mode = "binary"  # or 'gaussian'
   config.data.joint_radius = 8  # binary keypoint discs, as the official code
   config.data.distance_map_kappa = -0.1
+  config.data.parsing_format = "labels"  # 'labels' (one-hot on the device) or 'onehot'
+  # Where flow and visibility come from: 'network' (the frozen flow network, on the device, as the
+  # official code), 'ground_truth' (synthetic persons; Intr-Flow .corr) or 'geometric' (from keypoints).
+  config.data.flow = "network"
+  config.data.augment = False  # the official Market-1501 target-side scale-and-shift augmentation
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = ml_collections.ConfigDict(dict(
@@ -29,7 +40,39 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.flownet = ml_collections.ConfigDict(dict(nf=32, max_nf=512))
   config.model.discriminator = ml_collections.ConfigDict(dict(ndf=64, n_layers=3))
 
-  # spg_jax weights files made by `python -m spg_jax.convert`; None = random initialisation.
+  # spg_jax weights files made by `python -m spg_jax.convert` (or exported from a run); None =
+  # random initialisation. `flownet` is required with data.flow='network'; `vgg19` is required for
+  # the perceptual loss unless `allow_random_vgg`; `parsing` is stage 1 for scheme='sequential'.
   config.init = ml_collections.ConfigDict(dict(
-      generator=None, flownet=None, discriminator=None, vgg19=None))
+      generator=None, parsing=None, flownet=None, discriminator=None, vgg19=None))
+  # The perceptual loss needs ImageNet VGG19 weights; random ones must be accepted explicitly.
+  config.allow_random_vgg = False
+
+  # Training schemes of the paper's Table A: 'parallel' (S1∥S2, stage 2 fed the ground-truth
+  # target parsing), 'sequential' (S1▷S2, stage 1 frozen from init.parsing) or 'joint' (S1⋈S2).
+  config.scheme = "parallel"
+
+  config.mesh = ml_collections.ConfigDict(dict(fsdp=1))  # data axis = all devices / fsdp
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 4  # global, over all devices of all hosts (official: 4)
+  config.train.num_epochs = 45  # official DeepFashion schedule
+  config.train.num_train_steps = -1  # > 0 overrides num_epochs
+  config.train.gan_start_epoch = 6  # official `epoch_add_gan` (epochs count from 1)
+  config.train.log_every_steps = 100
+  config.train.checkpoint_every_steps = 2000
+  config.train.keep_checkpoints = 3  # the latest N, plus the best by validation SSIM
+  config.train.eval_every_steps = -1  # -1 = once per epoch, as the official code
+  config.train.profile_first_step = 20  # a profiler trace of a few steps; -1 = off
+  config.train.profile_num_steps = 5
+
+  config.optim = ml_collections.ConfigDict(dict(
+      lr_g=2e-4, lr_d=2e-5, b1=0.5, b2=0.999, eps=1e-8, weight_decay_g=0.0, weight_decay_d=4e-4,
+      lr_decay_epochs=100, lr_gamma=0.1))
+  config.loss = ml_collections.ConfigDict(dict(l1=1.0, perceptual=1.0, gan=0.01, parsing_ce=1.0))
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 8
+  config.eval.num_pairs = 2000  # validation on the first 2000 test pairs, as the official code
+  config.eval.num_sample_pairs = 8  # rows of the sample grid
   return config

@@ -11,5 +11,6 @@ def get_config():
   config.data.name = "market1501"
   config.data.image_size = (128, 64)
   config.data.joint_radius = 4
+  config.data.augment = True  # official Market training setting (use_augmentation=1)
   config.model.generator.update(variant="market", num_scales=5, num_warp_scales=4, sean_kernel=3)
   return config

@@ -67,6 +67,8 @@ from typing import Iterator
 
 import numpy as np
 
+from spg_jax.visualize import colorize_parsing  # pylint: disable=unused-import  (re-exported)
+
 
 @dataclasses.dataclass(frozen=True)
 class Size:
@@ -98,17 +100,6 @@ _BODY_HEIGHT = 8.3
 _SHOULDER = (0.12, 0.78)  # torso-local (a, |b|)
 _HIP = (_TORSO_LEN, 0.40)
 
-# A colour per CIHP class for visualisation (index = label).
-PARSING_PALETTE = np.array(
-    [[0, 0, 0], [128, 0, 0], [255, 0, 0], [0, 85, 0], [170, 0, 51], [255, 85, 0], [0, 0, 85],
-     [0, 119, 221], [85, 85, 0], [0, 85, 85], [85, 51, 0], [52, 86, 128], [0, 128, 0],
-     [0, 0, 255], [51, 170, 221], [0, 255, 255], [85, 255, 170], [170, 255, 85], [255, 255, 0],
-     [255, 170, 0]], np.uint8)
-
-
-def colorize_parsing(parsing: np.ndarray) -> np.ndarray:
-  """(H, W) CIHP labels -> (H, W, 3) uint8 RGB for viewing."""
-  return PARSING_PALETTE[parsing]
 
 
 # ----------------------------------------------------------------------------------------------

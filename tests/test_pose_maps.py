@@ -18,65 +18,21 @@ import numpy as np
 import pytest
 
 from spg_jax.ops import pose_maps
+from tests.pose_references import brute_keypoint_maps, brute_limb_distances, random_keypoints
 
 H, W = 24, 20
 NUM_SAMPLES = 4001
 FLOAT_TOL = 1e-4
 
 
-def _random_keypoints(rng: np.random.Generator, batch: int) -> np.ndarray:
-  """(B, 18, 2) keypoints: mostly inside, some outside the frame, some missing, one degenerate limb."""
-  kp = np.stack([rng.uniform(-4, W + 4, (batch, 18)), rng.uniform(-4, H + 4, (batch, 18))], axis=-1)
-  kp = np.abs(kp)  # keep coordinates ≥ 0 (some still beyond W / H: outside but present)
-  kp[0, 3] = (-1, -1)           # R-elbow missing: limbs 1 and 2 vanish
-  kp[0, 12] = (7.0, -1)         # L-knee missing through y only: limbs 10 and 11 vanish
-  kp[1, 8] = (-3.5, 4.0)        # R-hip missing through x only (any negative): limbs 6 and 7 vanish
-  kp[1, 9] = (W + 10.0, H + 3)  # R-knee outside the image, still present
-  kp[1, 5] = kp[1, 1]           # L-shoulder on the neck: degenerate limb 3
-  kp[0, 0] = (-1, -1)           # the nose belongs to no limb
-  return kp.astype(np.float32)
-
-
-def _brute_keypoint_maps(kp: np.ndarray, mode: str, radius: float) -> np.ndarray:
-  out = np.zeros((kp.shape[0], H, W, kp.shape[1]), np.float64)
-  for b in range(kp.shape[0]):
-    for k in range(kp.shape[1]):
-      x, y = float(kp[b, k, 0]), float(kp[b, k, 1])
-      if x < 0 or y < 0:
-        continue
-      for row in range(H):
-        for col in range(W):
-          d2 = (col - x) ** 2 + (row - y) ** 2
-          out[b, row, col, k] = float(d2 <= radius ** 2) if mode == "binary" else np.exp(-d2 / radius ** 2)
-  return out
-
-
-def _brute_limb_distances(kp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Sampled minimum distances (B, H, W, 12) (inf for missing limbs) and the segment lengths (B, 12)."""
-  t = np.linspace(0.0, 1.0, NUM_SAMPLES)
-  dist = np.full((kp.shape[0], H, W, 12), np.inf)
-  lengths = np.zeros((kp.shape[0], 12))
-  for b in range(kp.shape[0]):
-    for m, (i, j) in enumerate(pose_maps.LIMBS):
-      a, e = kp[b, i].astype(np.float64), kp[b, j].astype(np.float64)
-      if min(a.min(), e.min()) < 0:
-        continue
-      lengths[b, m] = np.linalg.norm(e - a)
-      points = a[None] + t[:, None] * (e - a)[None]  # (N, 2) points on the segment
-      for row in range(H):
-        for col in range(W):
-          dist[b, row, col, m] = np.sqrt(((points[:, 0] - col) ** 2 + (points[:, 1] - row) ** 2).min())
-  return dist, lengths
-
-
 @pytest.fixture(scope="module")
 def keypoints() -> np.ndarray:
-  return _random_keypoints(np.random.default_rng(0), batch=2)
+  return random_keypoints(np.random.default_rng(0), batch=2, height=H, width=W)
 
 
 @pytest.fixture(scope="module")
 def brute_distances(keypoints):
-  return _brute_limb_distances(keypoints)
+  return brute_limb_distances(keypoints, H, W, NUM_SAMPLES)
 
 
 def test_keypoint_names_are_openpose18():
@@ -104,7 +60,7 @@ def test_limb_list():
 def test_binary_keypoint_maps_match_pixel_loop(keypoints, radius):
   ours = np.asarray(pose_maps.keypoint_maps(keypoints, H, W, mode="binary", radius=radius))
   assert ours.shape == (2, H, W, 18) and ours.dtype == np.float32
-  np.testing.assert_array_equal(ours, _brute_keypoint_maps(keypoints, "binary", radius))
+  np.testing.assert_array_equal(ours, brute_keypoint_maps(keypoints, H, W, "binary", radius))
 
 
 def test_binary_disc_on_integer_keypoint_is_exact():
@@ -120,7 +76,7 @@ def test_binary_disc_on_integer_keypoint_is_exact():
 
 def test_gaussian_keypoint_maps_match_pixel_loop(keypoints):
   ours = np.asarray(pose_maps.keypoint_maps(keypoints, H, W, mode="gaussian", radius=4))
-  np.testing.assert_allclose(ours, _brute_keypoint_maps(keypoints, "gaussian", 4), atol=1e-6, rtol=0)
+  np.testing.assert_allclose(ours, brute_keypoint_maps(keypoints, H, W, "gaussian", 4), atol=1e-6, rtol=0)
 
 
 def test_missing_joints_give_zero_channels(keypoints):

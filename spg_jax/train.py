@@ -1,0 +1,358 @@
+"""The SPGNet trainer: sharded state, the loop, validation, checkpoints, logs and samples.
+
+`train_and_evaluate(config, workdir)` runs (or resumes) a run in `workdir`:
+  <workdir>/checkpoints/   Orbax checkpoints (`spg_jax.checkpoints`)
+  <workdir>/               TensorBoard events (losses, learning rates, steps/s, data wait, SSIM, L1,
+                           mIoU, sample grids), written by process 0 only
+  <workdir>/samples/       sample-grid PNGs: source | target pose | predicted parsing | generated | truth
+  <workdir>/validation.json  the latest validation metrics
+  <workdir>/plugins/profile  a profiler trace of a few steps
+
+The math of a step lives in `spg_jax.train_step`; the data in `input_pipeline`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from spg_jax import checkpoints, sharding, visualize
+from spg_jax.metrics import segmentation
+from spg_jax.models import generator as generator_lib
+from spg_jax.models import parsing as parsing_lib
+from spg_jax.models.from_config import Networks, networks_from_config
+from spg_jax.train_step import Frozen, LossWeights, StepFunctions, TrainState, make_optimizers
+from spg_jax.weights import load_weights
+
+PyTree = Any
+
+
+# ---------------------------------------------------------------------------------------------
+# State: created directly sharded, or restored.
+
+
+def state_shardings(abstract_state: PyTree, mesh: jax.sharding.Mesh) -> PyTree:
+  """Replicated leaves, or with `mesh.fsdp` > 1 each leaf split along its largest divisible dim.
+
+  The rule depends only on shapes, so parameters, their Adam moments and their batch statistics
+  are split alike; scalars and small vectors that no dimension of which divides stay replicated.
+  """
+  fsdp = mesh.shape[sharding.FSDP_AXIS]
+
+  def rule(leaf):
+    if fsdp == 1:
+      return NamedSharding(mesh, P())
+    dims = [d for d in np.argsort(leaf.shape)[::-1] if leaf.shape[d] % fsdp == 0 and leaf.shape[d] >= fsdp]
+    if not dims:
+      return NamedSharding(mesh, P())
+    spec = [None] * len(leaf.shape)
+    spec[dims[0]] = sharding.FSDP_AXIS
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(rule, abstract_state)
+
+
+def _load_network_weights(path: str, network: str) -> dict[str, Any]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.init.{network} = {path!r}: no such file (make it with "
+                            f"`python -m spg_jax.convert {network} ...`, see README)")
+  variables, _ = load_weights(path)
+  return variables
+
+
+def _overlay(template: PyTree, loaded: PyTree, what: str) -> PyTree:
+  """`loaded` in the structure of `template`, with shapes checked leaf by leaf."""
+  flat_t = flax_flatten(template)
+  flat_l = flax_flatten(loaded)
+  missing = sorted(set(flat_t) - set(flat_l))
+  extra = sorted(set(flat_l) - set(flat_t))
+  if missing or extra:
+    raise ValueError(f"{what}: the weights file does not match the configured network; missing "
+                     f"{missing[:5]}{'…' if len(missing) > 5 else ''}, unexpected {extra[:5]}")
+  for k, v in flat_t.items():
+    if tuple(flat_l[k].shape) != tuple(v.shape):
+      raise ValueError(f"{what}: {'/'.join(k)} has shape {flat_l[k].shape}, the config builds {v.shape}")
+  return jax.tree.map(lambda t, l: jnp.asarray(l, t.dtype), template, loaded)
+
+
+def flax_flatten(tree: PyTree) -> dict[tuple[str, ...], Any]:
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  return traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree, is_leaf=lambda x: not isinstance(x, dict)))
+
+
+def init_state(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunctions,
+               rng: jax.Array) -> TrainState:
+  """Randomly initialised state (official init: Kaiming-normal, zero biases, BN γ ~ N(1, 0.02))."""
+  h, w = config.data.image_size
+  k_g, k_p, k_d = jax.random.split(rng, 3)
+  variables = {
+      "generator": generator_lib.init_variables(nets.generator, k_g, (1, h, w)),
+      "discriminator": nets.discriminator.init(k_d, jnp.zeros((1, h, w, nets.discriminator.input_nc)),
+                                               train=False),
+  }
+  if fn.trains_stage1:
+    variables["parsing"] = parsing_lib.init_variables(nets.parsing, k_p, (1, h, w))
+  params = {k: v["params"] for k, v in variables.items()}
+  batch_stats = {k: v.get("batch_stats", {}) for k, v in variables.items()}
+  g_params = {k: params[k] for k in params if k != "discriminator"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_g=fn.tx_g.init(g_params), opt_d=fn.tx_d.init(params["discriminator"]))
+
+
+def apply_init_weights(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
+  """Replaces freshly initialised networks by `config.init.{generator,parsing,discriminator}` files."""
+  params, stats = dict(state.params), dict(state.batch_stats)
+  for name in ("generator", "parsing", "discriminator"):
+    path = config.init.get(name)
+    if path is None or name not in params:
+      continue
+    loaded = _load_network_weights(path, name)
+    params[name] = _overlay(params[name], loaded["params"], f"config.init.{name}")
+    if stats[name]:
+      stats[name] = _overlay(stats[name], loaded.get("batch_stats", {}), f"config.init.{name}")
+    logging.info("initialised %s from %s", name, path)
+  return state.replace(params=params, batch_stats=stats)
+
+
+def load_frozen(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunctions) -> Frozen:
+  """The frozen networks this config needs, with clear errors for missing weights files."""
+  h, w = config.data.image_size
+  flownet = vgg = parsing = None
+  if config.data.flow == "network":
+    if config.init.flownet is None:
+      raise ValueError(
+          "data.flow='network' needs the frozen flow network: set config.init.flownet to a weights file "
+          "(`python -m spg_jax.convert flownet --input best_net_netF.pth ...`, or train one with "
+          "configs/flownet_synthetic.py), or use data.flow='geometric' / 'ground_truth'")
+    template = nets.flownet.init(jax.random.key(0), jnp.zeros((1, h, w, nets.flownet.input_nc)), train=False)
+    flownet = _overlay(template, _load_network_weights(config.init.flownet, "flownet"), "config.init.flownet")
+  if config.loss.perceptual:
+    template = nets.vgg.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    if config.init.vgg19 is not None:
+      vgg = _overlay(template, _load_network_weights(config.init.vgg19, "vgg19"), "config.init.vgg19")
+    elif config.allow_random_vgg:
+      logging.warning("PERCEPTUAL LOSS WITH RANDOM VGG19 WEIGHTS (config.allow_random_vgg=True): "
+                      "results will not match ImageNet-VGG training; set config.init.vgg19 for real runs")
+      vgg = nets.vgg.init(jax.random.key(config.seed + 19), jnp.zeros((1, 32, 32, 3)))
+    else:
+      raise ValueError(
+          "the perceptual loss needs ImageNet VGG19 weights: set config.init.vgg19 to a file made by "
+          "`python -m spg_jax.convert vgg19 --input vgg19-dcbb9e9d.pth --output vgg19.npz`, or accept "
+          "random weights with --config.allow_random_vgg=True, or turn the loss off with "
+          "--config.loss.perceptual=0")
+  if not fn.trains_stage1:
+    if config.init.parsing is None:
+      raise ValueError("scheme='sequential' freezes stage 1: set config.init.parsing to its weights file")
+    template = parsing_lib.init_variables(nets.parsing, jax.random.key(0), (1, h, w))
+    parsing = _overlay(template, _load_network_weights(config.init.parsing, "parsing"), "config.init.parsing")
+  return Frozen(flownet=flownet, vgg=vgg, parsing=parsing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+def data_sources(config: ml_collections.ConfigDict):
+  """(train source, validation source) for `config.data.name`."""
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
+
+  d = config.data
+  if d.name == "synthetic":
+    return (sources.synthetic_source(d.synthetic.train_seed, d.synthetic.train_pairs, tuple(d.image_size)),
+            sources.synthetic_source(d.synthetic.eval_seed, min(d.synthetic.eval_pairs, config.eval.num_pairs),
+                                     tuple(d.image_size)))
+  names = {"deepfashion": "spg_deepfashion", "market1501": "spg_market1501"}
+  if d.name not in names:
+    raise ValueError(f"config.data.name={d.name!r}; expected 'synthetic' or one of {sorted(names)}")
+  train = sources.tfds_source(names[d.name], d.train_split, d.data_dir)
+  evaluation = sources.tfds_source(names[d.name], f"{d.eval_split}[:{config.eval.num_pairs}]", d.data_dir)
+  for source in (train, evaluation):
+    if tuple(source.image_size) != tuple(d.image_size):
+      raise ValueError(f"{source.name} holds {source.image_size} images, config.data.image_size is "
+                       f"{tuple(d.image_size)}")
+  return train, evaluation
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+
+
+def evaluate(eval_step, predict, state: TrainState, frozen: Frozen, source, config,
+             mesh) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Validation metrics over all of `source` and the sample grid of its first pairs.
+
+  Args:
+    eval_step, predict: the jitted `StepFunctions.eval_step` and `.predict`.
+  """
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+
+  features = pipeline.Features.from_config(config, train=False)
+  bsz = sharding.check_batch_size(config.eval.batch_size, mesh)
+  ds = pipeline.eval_dataset(source, features, batch_size=bsz, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  num_batches = pipeline.num_eval_batches(source.num_pairs, bsz, jax.process_count())
+  totals, first = None, None
+  for host_batch in pipeline.padded_batches(ds, bsz, num_batches):
+    batch = sharding.global_batch(host_batch, mesh)
+    sums = eval_step(state, frozen, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if first is None:
+      first = (host_batch, batch)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  metrics = dict(ssim=float(totals["ssim_sum"]) / count, l1=float(totals["l1_sum"]) / count,
+                 miou=float(segmentation.mean_iou(totals["confusion"])), num_pairs=int(count))
+  host_batch, batch = first
+  predicted = jax.device_get(predict(state, frozen, batch))
+  n = min(config.eval.num_sample_pairs, len(host_batch["valid"]))
+  grid = visualize.sample_grid(host_batch["source_image"][:n], host_batch["target_pose"][:n],
+                               predicted["parsing"][:n], predicted["generated"][:n],
+                               host_batch["target_image"][:n])
+  return metrics, {"grid": grid}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _num_steps(config, steps_per_epoch: int) -> int:
+  if config.train.num_train_steps > 0:
+    return int(config.train.num_train_steps)
+  return int(config.train.num_epochs) * steps_per_epoch
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints), validates, returns final metrics."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  mesh = sharding.make_mesh(config.mesh.fsdp)
+  global_batch_size = int(config.train.batch_size)
+  local_batch_size = sharding.check_batch_size(global_batch_size, mesh)
+  logging.info("mesh %s over %d devices (%d processes); global batch %d, %d per process",
+               dict(mesh.shape), mesh.devices.size, jax.process_count(), global_batch_size, local_batch_size)
+
+  train_source, eval_source = data_sources(config)
+  steps_per_epoch = max(1, train_source.num_pairs // global_batch_size)
+  num_steps = _num_steps(config, steps_per_epoch)
+  gan_start_step = (int(config.train.gan_start_epoch) - 1) * steps_per_epoch
+  eval_every = config.train.eval_every_steps if config.train.eval_every_steps > 0 else steps_per_epoch
+
+  nets = networks_from_config(config)
+  tx_g, tx_d, lr_g, lr_d = make_optimizers(config, steps_per_epoch)
+  fn = StepFunctions(nets=nets, scheme=config.scheme,
+                     use_distance_maps=bool(config.model.parsing.use_distance_maps),
+                     weights=LossWeights(**config.loss.to_dict()), tx_g=tx_g, tx_d=tx_d,
+                     lr_g=lr_g, lr_d=lr_d, seed=int(config.seed))
+  frozen = jax.device_put(load_frozen(config, nets, fn), sharding.replicated(mesh))
+
+  # Parameters are born sharded: shapes first, then the initialiser jitted onto its shardings.
+  init = functools.partial(init_state, config, nets, fn)
+  abstract = jax.eval_shape(init, jax.random.key(config.seed))
+  state_sh = state_shardings(abstract, mesh)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is not None:
+    state, meta = ckpt.restore(start, checkpoints.with_shardings(abstract, state_sh))
+    if meta["global_batch_size"] != global_batch_size:
+      raise ValueError(f"{workdir} was trained with global batch {meta['global_batch_size']}; resuming "
+                       f"with {global_batch_size} would change the data order (set train.batch_size back)")
+    logging.info("resuming at step %d (%d pairs consumed)", start, meta["pairs_consumed"])
+  else:
+    state = jax.jit(init, out_shardings=state_sh)(jax.random.key(config.seed))
+    state = jax.device_put(apply_init_weights(config, state), state_sh)
+    start = 0
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  batch_sh = sharding.batch_sharding(mesh)
+  frozen_sh = jax.tree.map(lambda _: sharding.replicated(mesh), frozen)
+  compiled = {}
+
+  def step_fn(with_gan: bool):
+    if with_gan not in compiled:
+      compiled[with_gan] = jax.jit(functools.partial(fn.train_step, with_gan=with_gan),
+                                   in_shardings=(state_sh, frozen_sh, batch_sh),
+                                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+    return compiled[with_gan]
+
+  eval_step = jax.jit(fn.eval_step, in_shardings=(state_sh, frozen_sh, batch_sh),
+                      out_shardings=sharding.replicated(mesh))
+  predict = jax.jit(fn.predict, in_shardings=(state_sh, frozen_sh, batch_sh),
+                    out_shardings=sharding.replicated(mesh))
+  features = pipeline.Features.from_config(config, train=True)
+  train_ds = pipeline.train_dataset(train_source, features, global_batch_size=global_batch_size,
+                                    seed=int(config.seed), start_step=start,
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  train_iter: Iterator[dict[str, np.ndarray]] = train_ds.as_numpy_iterator()
+
+  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                           every_steps=config.train.log_every_steps)]
+  if is_chief and config.train.profile_first_step >= 0:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.train.profile_num_steps,
+                                          first_profile=config.train.profile_first_step, every_secs=None))
+
+  def meta(step):
+    return dict(step=step, global_batch_size=global_batch_size, pairs_consumed=step * global_batch_size,
+                train_source=train_source.name)
+
+  def validate(step):
+    metrics, images = evaluate(eval_step, predict, state, frozen, eval_source, config, mesh)
+    writer.write_scalars(step, {f"val_{k}": v for k, v in metrics.items()})
+    writer.write_images(step, {"samples": images["grid"][None]})
+    if is_chief:
+      os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+      visualize.write_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), images["grid"])
+      with open(os.path.join(workdir, "validation.json"), "w") as f:
+        json.dump(dict(step=step, **metrics), f, indent=2)
+    logging.info("validation at step %d: %s", step, metrics)
+    return metrics
+
+  logging.info("training %s on %s: steps %d → %d (%d per epoch; GAN from step %d)",
+               config.scheme, train_source.name, start, num_steps, steps_per_epoch, gan_start_step)
+  pending, data_wait = [], 0.0
+  metrics = None
+  for step in range(start, num_steps):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      t0 = time.perf_counter()
+      host_batch = next(train_iter)
+      data_wait += time.perf_counter() - t0
+      batch = sharding.global_batch(host_batch, mesh)
+      state, step_metrics = step_fn(step >= gan_start_step)(state, frozen, batch)
+      pending.append(step_metrics)
+    done = step + 1
+    for hook in hooks:
+      hook(done)
+    if done % config.train.log_every_steps == 0 or done == num_steps:
+      # One device→host transfer per logging interval: no sync in between.
+      history = jax.device_get(pending)
+      scalars = {k: float(np.mean([m[k] for m in history if k in m])) for k in history[-1]}
+      scalars["data_wait_s_per_step"] = data_wait / len(history)
+      writer.write_scalars(done, scalars)
+      pending, data_wait = [], 0.0
+    metrics = None
+    if done % eval_every == 0 or done == num_steps:
+      metrics = validate(done)
+    if done % config.train.checkpoint_every_steps == 0 or done == num_steps or metrics is not None:
+      ckpt.save(done, state, meta(done), metrics=metrics)
+  if start >= num_steps:
+    logging.info("nothing to train: checkpoint %d already reaches num_train_steps=%d", start, num_steps)
+    metrics = validate(start)
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  return metrics
