@@ -45,6 +45,9 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   logging.getLogger().setLevel(logging.INFO)
+  # Orbax narrates every save at INFO; keep its warnings and errors only.
+  logging.getLogger().handlers[0].addFilter(
+      lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
   from spg_jax import train  # pylint: disable=g-import-not-at-top
   if _MODE.value == "train":
     metrics = train.train_and_evaluate(config, _WORKDIR.value)

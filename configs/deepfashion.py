@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   # TFDS data directory holding the prepared `spg_deepfashion` (python -m input_pipeline.prepare);
   # None = TFDS's default (~/tensorflow_datasets).
   config.data.data_dir = None
+  # The prepared variant: 'pkl' (default), 'csv', '*_flow' (with Intr-Flow flows), '*_predparsing'.
+  config.data.tfds_config = None
   config.data.train_split = "train"
   config.data.eval_split = "test"
   config.data.joint_mode = "binary"  # or 'gaussian'
@@ -34,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = ml_collections.ConfigDict(dict(
-      variant="deepfashion", nf=32, max_nf=128, num_scales=7, num_warp_scales=5, sean_kernel=5))
+      variant="deepfashion", nf=32, max_nf=128, num_scales=7, num_warp_scales=5, sean_kernel=5,
+      style_dim=128, sean_hidden=64))
   config.model.parsing = ml_collections.ConfigDict(dict(
       ngf=64, num_blocks=9, use_distance_maps=True))
   config.model.flownet = ml_collections.ConfigDict(dict(nf=32, max_nf=512))

@@ -21,7 +21,8 @@ def get_config():
   config.data.flow = "ground_truth"
   config.data.synthetic = ml_collections.ConfigDict(dict(
       train_pairs=2000, eval_pairs=128, train_seed=1, eval_seed=2))
-  config.model.generator.update(nf=16, max_nf=64, num_scales=4, num_warp_scales=3, sean_kernel=3)
+  config.model.generator.update(nf=16, max_nf=64, num_scales=4, num_warp_scales=3, sean_kernel=3,
+                                style_dim=32, sean_hidden=32)
   config.model.parsing.update(ngf=16, num_blocks=3)
   config.model.flownet.update(nf=8, max_nf=64)
   config.model.discriminator.update(ndf=16)

@@ -13,12 +13,13 @@ The math of a step lives in `spg_jax.train_step`; the data in `input_pipeline`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -175,8 +176,9 @@ def data_sources(config: ml_collections.ConfigDict):
   names = {"deepfashion": "spg_deepfashion", "market1501": "spg_market1501"}
   if d.name not in names:
     raise ValueError(f"config.data.name={d.name!r}; expected 'synthetic' or one of {sorted(names)}")
-  train = sources.tfds_source(names[d.name], d.train_split, d.data_dir)
-  evaluation = sources.tfds_source(names[d.name], f"{d.eval_split}[:{config.eval.num_pairs}]", d.data_dir)
+  name = names[d.name] + (f"/{d.tfds_config}" if d.tfds_config else "")
+  train = sources.tfds_source(name, d.train_split, d.data_dir)
+  evaluation = sources.tfds_source(name, f"{d.eval_split}[:{config.eval.num_pairs}]", d.data_dir)
   for source in (train, evaluation):
     if tuple(source.image_size) != tuple(d.image_size):
       raise ValueError(f"{source.name} holds {source.image_size} images, config.data.image_size is "
@@ -232,24 +234,56 @@ def _num_steps(config, steps_per_epoch: int) -> int:
   return int(config.train.num_epochs) * steps_per_epoch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds checkpoints), validates, returns final metrics."""
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass
+class Run:
+  """What training and evaluation of one config in one workdir share (built by `setup_run`)."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  fn: StepFunctions
+  frozen: Frozen
+  abstract_state: PyTree
+  state_sharding: PyTree
+  frozen_sharding: PyTree
+  batch_sharding: NamedSharding
+  checkpointer: checkpoints.Checkpointer
+  train_source: Any
+  eval_source: Any
+  global_batch_size: int
+  steps_per_epoch: int
+  eval_step: Callable
+  predict: Callable
 
+  def restore(self, step: int) -> tuple[TrainState, dict[str, Any]]:
+    state, meta = self.checkpointer.restore(
+        step, checkpoints.with_shardings(self.abstract_state, self.state_sharding))
+    return state, meta
+
+  def validate(self, state: TrainState, step: int, writer) -> dict[str, float]:
+    """Validation metrics at `step`, written to the logs, `validation.json` and a sample PNG."""
+    metrics, images = evaluate(self.eval_step, self.predict, state, self.frozen, self.eval_source,
+                               self.config, self.mesh)
+    writer.write_scalars(step, {f"val_{k}": v for k, v in metrics.items()})
+    writer.write_images(step, {"samples": images["grid"][None]})
+    if jax.process_index() == 0:
+      os.makedirs(os.path.join(self.workdir, "samples"), exist_ok=True)
+      visualize.write_png(os.path.join(self.workdir, "samples", f"step_{step:08d}.png"), images["grid"])
+      with open(os.path.join(self.workdir, "validation.json"), "w") as f:
+        json.dump(dict(step=step, **metrics), f, indent=2)
+    logging.info("validation at step %d: %s", step, metrics)
+    return metrics
+
+
+def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Mesh, networks, frozen weights, data sources, checkpointer and jitted steps for a config."""
   os.makedirs(workdir, exist_ok=True)
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   mesh = sharding.make_mesh(config.mesh.fsdp)
   global_batch_size = int(config.train.batch_size)
   local_batch_size = sharding.check_batch_size(global_batch_size, mesh)
   logging.info("mesh %s over %d devices (%d processes); global batch %d, %d per process",
                dict(mesh.shape), mesh.devices.size, jax.process_count(), global_batch_size, local_batch_size)
-
   train_source, eval_source = data_sources(config)
   steps_per_epoch = max(1, train_source.num_pairs // global_batch_size)
-  num_steps = _num_steps(config, steps_per_epoch)
-  gan_start_step = (int(config.train.gan_start_epoch) - 1) * steps_per_epoch
-  eval_every = config.train.eval_every_steps if config.train.eval_every_steps > 0 else steps_per_epoch
 
   nets = networks_from_config(config)
   tx_g, tx_d, lr_g, lr_d = make_optimizers(config, steps_per_epoch)
@@ -258,44 +292,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      weights=LossWeights(**config.loss.to_dict()), tx_g=tx_g, tx_d=tx_d,
                      lr_g=lr_g, lr_d=lr_d, seed=int(config.seed))
   frozen = jax.device_put(load_frozen(config, nets, fn), sharding.replicated(mesh))
-
-  # Parameters are born sharded: shapes first, then the initialiser jitted onto its shardings.
-  init = functools.partial(init_state, config, nets, fn)
-  abstract = jax.eval_shape(init, jax.random.key(config.seed))
+  abstract = jax.eval_shape(functools.partial(init_state, config, nets, fn), jax.random.key(config.seed))
   state_sh = state_shardings(abstract, mesh)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
-  start = ckpt.latest_step()
+  frozen_sh = jax.tree.map(lambda _: sharding.replicated(mesh), frozen)
+  batch_sh = sharding.batch_sharding(mesh)
+  in_sh = (state_sh, frozen_sh, batch_sh)
+  return Run(
+      config=config, workdir=workdir, mesh=mesh, fn=fn, frozen=frozen, abstract_state=abstract,
+      state_sharding=state_sh, frozen_sharding=frozen_sh, batch_sharding=batch_sh,
+      checkpointer=checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                            keep=config.train.keep_checkpoints),
+      train_source=train_source, eval_source=eval_source, global_batch_size=global_batch_size,
+      steps_per_epoch=steps_per_epoch,
+      eval_step=jax.jit(fn.eval_step, in_shardings=in_sh, out_shardings=sharding.replicated(mesh)),
+      predict=jax.jit(fn.predict, in_shardings=in_sh, out_shardings=sharding.replicated(mesh)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints), validates, returns final metrics."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+
+  run = setup_run(config, workdir)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  num_steps = _num_steps(config, run.steps_per_epoch)
+  gan_start_step = (int(config.train.gan_start_epoch) - 1) * run.steps_per_epoch
+  eval_every = config.train.eval_every_steps if config.train.eval_every_steps > 0 else run.steps_per_epoch
+
+  start = run.checkpointer.latest_step()
   if start is not None:
-    state, meta = ckpt.restore(start, checkpoints.with_shardings(abstract, state_sh))
-    if meta["global_batch_size"] != global_batch_size:
+    state, meta = run.restore(start)
+    if meta["global_batch_size"] != run.global_batch_size:
       raise ValueError(f"{workdir} was trained with global batch {meta['global_batch_size']}; resuming "
-                       f"with {global_batch_size} would change the data order (set train.batch_size back)")
+                       f"with {run.global_batch_size} would change the data order (set train.batch_size back)")
     logging.info("resuming at step %d (%d pairs consumed)", start, meta["pairs_consumed"])
   else:
-    state = jax.jit(init, out_shardings=state_sh)(jax.random.key(config.seed))
-    state = jax.device_put(apply_init_weights(config, state), state_sh)
+    # Parameters are born sharded: the initialiser is jitted onto the state's shardings.
+    init = functools.partial(init_state, config, run.fn.nets, run.fn)
+    state = jax.jit(init, out_shardings=run.state_sharding)(jax.random.key(config.seed))
+    state = jax.device_put(apply_init_weights(config, state), run.state_sharding)
     start = 0
   if is_chief:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  batch_sh = sharding.batch_sharding(mesh)
-  frozen_sh = jax.tree.map(lambda _: sharding.replicated(mesh), frozen)
   compiled = {}
 
   def step_fn(with_gan: bool):
+    # Two programs (before and after the GAN starts), each compiled once.
     if with_gan not in compiled:
-      compiled[with_gan] = jax.jit(functools.partial(fn.train_step, with_gan=with_gan),
-                                   in_shardings=(state_sh, frozen_sh, batch_sh),
-                                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+      compiled[with_gan] = jax.jit(
+          functools.partial(run.fn.train_step, with_gan=with_gan),
+          in_shardings=(run.state_sharding, run.frozen_sharding, run.batch_sharding),
+          out_shardings=(run.state_sharding, sharding.replicated(run.mesh)), donate_argnums=0)
     return compiled[with_gan]
 
-  eval_step = jax.jit(fn.eval_step, in_shardings=(state_sh, frozen_sh, batch_sh),
-                      out_shardings=sharding.replicated(mesh))
-  predict = jax.jit(fn.predict, in_shardings=(state_sh, frozen_sh, batch_sh),
-                    out_shardings=sharding.replicated(mesh))
   features = pipeline.Features.from_config(config, train=True)
-  train_ds = pipeline.train_dataset(train_source, features, global_batch_size=global_batch_size,
+  train_ds = pipeline.train_dataset(run.train_source, features, global_batch_size=run.global_batch_size,
                                     seed=int(config.seed), start_step=start,
                                     process_index=jax.process_index(), process_count=jax.process_count())
   train_iter: Iterator[dict[str, np.ndarray]] = train_ds.as_numpy_iterator()
@@ -307,23 +360,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                           first_profile=config.train.profile_first_step, every_secs=None))
 
   def meta(step):
-    return dict(step=step, global_batch_size=global_batch_size, pairs_consumed=step * global_batch_size,
-                train_source=train_source.name)
-
-  def validate(step):
-    metrics, images = evaluate(eval_step, predict, state, frozen, eval_source, config, mesh)
-    writer.write_scalars(step, {f"val_{k}": v for k, v in metrics.items()})
-    writer.write_images(step, {"samples": images["grid"][None]})
-    if is_chief:
-      os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-      visualize.write_png(os.path.join(workdir, "samples", f"step_{step:08d}.png"), images["grid"])
-      with open(os.path.join(workdir, "validation.json"), "w") as f:
-        json.dump(dict(step=step, **metrics), f, indent=2)
-    logging.info("validation at step %d: %s", step, metrics)
-    return metrics
+    return dict(step=step, global_batch_size=run.global_batch_size,
+                pairs_consumed=step * run.global_batch_size, train_source=run.train_source.name)
 
   logging.info("training %s on %s: steps %d → %d (%d per epoch; GAN from step %d)",
-               config.scheme, train_source.name, start, num_steps, steps_per_epoch, gan_start_step)
+               config.scheme, run.train_source.name, start, num_steps, run.steps_per_epoch, gan_start_step)
   pending, data_wait = [], 0.0
   metrics = None
   for step in range(start, num_steps):
@@ -331,8 +372,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       t0 = time.perf_counter()
       host_batch = next(train_iter)
       data_wait += time.perf_counter() - t0
-      batch = sharding.global_batch(host_batch, mesh)
-      state, step_metrics = step_fn(step >= gan_start_step)(state, frozen, batch)
+      batch = sharding.global_batch(host_batch, run.mesh)
+      state, step_metrics = step_fn(step >= gan_start_step)(state, run.frozen, batch)
       pending.append(step_metrics)
     done = step + 1
     for hook in hooks:
@@ -346,13 +387,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       pending, data_wait = [], 0.0
     metrics = None
     if done % eval_every == 0 or done == num_steps:
-      metrics = validate(done)
+      metrics = run.validate(state, done, writer)
     if done % config.train.checkpoint_every_steps == 0 or done == num_steps or metrics is not None:
-      ckpt.save(done, state, meta(done), metrics=metrics)
+      run.checkpointer.save(done, state, meta(done), metrics=metrics)
   if start >= num_steps:
     logging.info("nothing to train: checkpoint %d already reaches num_train_steps=%d", start, num_steps)
-    metrics = validate(start)
-  ckpt.wait()
-  ckpt.close()
+    metrics = run.validate(state, start, writer)
+  run.checkpointer.wait()
+  run.checkpointer.close()
+  writer.flush()
+  return metrics
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Validates the latest checkpoint in `workdir` (`launch.py --mode eval`)."""
+  run = setup_run(config, workdir)
+  step = run.checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {run.checkpointer.directory}; train first")
+  state, _ = run.restore(step)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  metrics = run.validate(state, step, writer)
+  run.checkpointer.close()
   writer.flush()
   return metrics

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from spg_jax.models.layers import BatchNorm, ConvBN, SpectralNormConv2d, conv2d, reflect_pad
-from spg_jax.models.sean import SEANNorm, StyleEncoder
+from spg_jax.models.sean import SPADE_HIDDEN, STYLE_DIM, SEANNorm, StyleEncoder
 from spg_jax.ops.resample import pixel_shuffle, pool_flow, pool_visibility
 from spg_jax.ops.warp import warp_by_flow
 
@@ -55,6 +55,8 @@ class GeneratorConfig:
     num_warp_scales: levels whose appearance skips are warped.
     sean_kernel: kernel size of the SEAN convolutions (5 DeepFashion, 3 Market).
     num_classes: parsing classes (20, CIHP).
+    style_dim: length of the per-region style codes (official 128).
+    sean_hidden: channels of SEAN's parsing branch (official 64).
   """
 
   variant: str = "deepfashion"
@@ -64,6 +66,8 @@ class GeneratorConfig:
   num_warp_scales: int = 5
   sean_kernel: int = 5
   num_classes: int = 20
+  style_dim: int = STYLE_DIM
+  sean_hidden: int = SPADE_HIDDEN
 
   def __post_init__(self):
     if self.variant not in ("deepfashion", "market"):
@@ -110,12 +114,15 @@ class SPGBlock(nn.Module):
   """
 
   sean_kernel: int
+  style_dim: int = STYLE_DIM
+  sean_hidden: int = SPADE_HIDDEN
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, skip, segmap, style_codes, *, train, noise_a=None, noise=None, deterministic=False):
     c = x.shape[-1]
-    sean = lambda name: SEANNorm(skip.shape[-1], self.sean_kernel, dtype=self.dtype, name=name)
+    sean = lambda name: SEANNorm(skip.shape[-1], self.sean_kernel, style_dim=self.style_dim,
+                                 spade_hidden=self.sean_hidden, dtype=self.dtype, name=name)
     a = sean("conv_a_norm")(skip, segmap, style_codes, train=train, noise=noise_a, deterministic=deterministic)
     a = SpectralNormConv2d(c, 1, dtype=self.dtype, name="conv_a")(nn.relu(a), train)
     h = jnp.concatenate([x, a.astype(x.dtype)], axis=-1)
@@ -178,7 +185,9 @@ class SPGNetGenerator(nn.Module):
         raise KeyError(f"noise maps given but none for SEAN layer {layer!r}")
       return noise[layer]
 
-    style_codes = StyleEncoder(dtype=self.dtype, name="style_encoder")(source_image, source_parsing)
+    style_codes = StyleEncoder(style_dim=cfg.style_dim, dtype=self.dtype, name="style_encoder")(
+        source_image, source_parsing)
+    sean_sizes = dict(style_dim=cfg.style_dim, spade_hidden=cfg.sean_hidden)
     features["style_codes"] = style_codes
 
     # Encoders. Skips are kept per (level, block) for the decoder.
@@ -215,18 +224,18 @@ class SPGNetGenerator(nn.Module):
       c_in, c_out = cfg.channels(level)
       up_name = f"dec_{level}_upsample_norm"
       if cfg.variant == "deepfashion":
-        x = SEANNorm(c_out, cfg.sean_kernel, dtype=dt, name=up_name)(
+        x = SEANNorm(c_out, cfg.sean_kernel, **sean_sizes, dtype=dt, name=up_name)(
             x, target_parsing, style_codes, noise=noise_for(up_name), **sean_kw)
       x = conv2d(4 * c_in, 3, padding=1, use_bias=False, dtype=dt, name=f"dec_{level}_upsample")(nn.relu(x))
       x = pixel_shuffle(x, 2)
       if cfg.variant == "deepfashion":
         x = BatchNorm(dtype=dt, name=f"dec_{level}_upsample_bn")(x, train)
       else:
-        x = SEANNorm(c_in, cfg.sean_kernel, dtype=dt, name=up_name)(
+        x = SEANNorm(c_in, cfg.sean_kernel, **sean_sizes, dtype=dt, name=up_name)(
             x, target_parsing, style_codes, noise=noise_for(up_name), **sean_kw)
       for i in reversed(range(2)):
         block = f"dec_{level}_res_{i}"
-        x = SPGBlock(cfg.sean_kernel, dtype=dt, name=block)(
+        x = SPGBlock(cfg.sean_kernel, cfg.style_dim, cfg.sean_hidden, dtype=dt, name=block)(
             x, skips[level, i], target_parsing, style_codes,
             noise_a=noise_for(f"{block}.conv_a_norm"), noise=noise_for(f"{block}.conv_norm"), **sean_kw)
 
