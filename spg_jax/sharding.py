@@ -65,3 +65,24 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh)
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Replicated leaves, or with `mesh.fsdp` > 1 each leaf split along its largest divisible dim.
+
+  The rule depends only on shapes, so parameters, their Adam moments and their batch statistics
+  are split alike; scalars and small vectors that no dimension of which divides stay replicated.
+  """
+  fsdp = mesh.shape[FSDP_AXIS]
+
+  def rule(leaf):
+    if fsdp == 1:
+      return NamedSharding(mesh, P())
+    dims = [d for d in np.argsort(leaf.shape)[::-1] if leaf.shape[d] % fsdp == 0 and leaf.shape[d] >= fsdp]
+    if not dims:
+      return NamedSharding(mesh, P())
+    spec = [None] * len(leaf.shape)
+    spec[dims[0]] = FSDP_AXIS
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(rule, abstract_state)

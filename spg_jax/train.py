@@ -26,14 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
 from spg_jax import checkpoints, sharding, visualize
 from spg_jax.metrics import segmentation
-from spg_jax.models import generator as generator_lib
 from spg_jax.models import parsing as parsing_lib
 from spg_jax.models.from_config import Networks, networks_from_config
-from spg_jax.train_step import Frozen, LossWeights, StepFunctions, TrainState, make_optimizers
+from spg_jax.train_step import Frozen, LossWeights, StepFunctions, TrainState, init_state, make_optimizers
 from spg_jax.weights import load_weights
 
 PyTree = Any
@@ -41,27 +40,6 @@ PyTree = Any
 
 # ---------------------------------------------------------------------------------------------
 # State: created directly sharded, or restored.
-
-
-def state_shardings(abstract_state: PyTree, mesh: jax.sharding.Mesh) -> PyTree:
-  """Replicated leaves, or with `mesh.fsdp` > 1 each leaf split along its largest divisible dim.
-
-  The rule depends only on shapes, so parameters, their Adam moments and their batch statistics
-  are split alike; scalars and small vectors that no dimension of which divides stay replicated.
-  """
-  fsdp = mesh.shape[sharding.FSDP_AXIS]
-
-  def rule(leaf):
-    if fsdp == 1:
-      return NamedSharding(mesh, P())
-    dims = [d for d in np.argsort(leaf.shape)[::-1] if leaf.shape[d] % fsdp == 0 and leaf.shape[d] >= fsdp]
-    if not dims:
-      return NamedSharding(mesh, P())
-    spec = [None] * len(leaf.shape)
-    spec[dims[0]] = sharding.FSDP_AXIS
-    return NamedSharding(mesh, P(*spec))
-
-  return jax.tree.map(rule, abstract_state)
 
 
 def _load_network_weights(path: str, network: str) -> dict[str, Any]:
@@ -90,25 +68,6 @@ def _overlay(template: PyTree, loaded: PyTree, what: str) -> PyTree:
 def flax_flatten(tree: PyTree) -> dict[tuple[str, ...], Any]:
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   return traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree, is_leaf=lambda x: not isinstance(x, dict)))
-
-
-def init_state(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunctions,
-               rng: jax.Array) -> TrainState:
-  """Randomly initialised state (official init: Kaiming-normal, zero biases, BN γ ~ N(1, 0.02))."""
-  h, w = config.data.image_size
-  k_g, k_p, k_d = jax.random.split(rng, 3)
-  variables = {
-      "generator": generator_lib.init_variables(nets.generator, k_g, (1, h, w)),
-      "discriminator": nets.discriminator.init(k_d, jnp.zeros((1, h, w, nets.discriminator.input_nc)),
-                                               train=False),
-  }
-  if fn.trains_stage1:
-    variables["parsing"] = parsing_lib.init_variables(nets.parsing, k_p, (1, h, w))
-  params = {k: v["params"] for k, v in variables.items()}
-  batch_stats = {k: v.get("batch_stats", {}) for k, v in variables.items()}
-  g_params = {k: params[k] for k in params if k != "discriminator"}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_g=fn.tx_g.init(g_params), opt_d=fn.tx_d.init(params["discriminator"]))
 
 
 def apply_init_weights(config: ml_collections.ConfigDict, state: TrainState) -> TrainState:
@@ -213,8 +172,11 @@ def evaluate(eval_step, predict, state: TrainState, frozen: Frozen, source, conf
       first = (host_batch, batch)
   totals = jax.device_get(totals)
   count = float(totals["count"])
-  metrics = dict(ssim=float(totals["ssim_sum"]) / count, l1=float(totals["l1_sum"]) / count,
-                 miou=float(segmentation.mean_iou(totals["confusion"])), num_pairs=int(count))
+  metrics = dict(miou=float(segmentation.mean_iou(totals["confusion"])), num_pairs=int(count))
+  for key, total in totals.items():
+    if key.endswith("_sum"):  # ssim, l1 and the baselines' baseline_copy_ssim, ...
+      name = key[:-len("_sum")]
+      metrics[name if name in ("ssim", "l1") else f"baseline_{name}"] = float(total) / count
   host_batch, batch = first
   predicted = jax.device_get(predict(state, frozen, batch))
   n = min(config.eval.num_sample_pairs, len(host_batch["valid"]))
@@ -293,7 +255,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
                      lr_g=lr_g, lr_d=lr_d, seed=int(config.seed))
   frozen = jax.device_put(load_frozen(config, nets, fn), sharding.replicated(mesh))
   abstract = jax.eval_shape(functools.partial(init_state, config, nets, fn), jax.random.key(config.seed))
-  state_sh = state_shardings(abstract, mesh)
+  state_sh = sharding.state_shardings(abstract, mesh)
   frozen_sh = jax.tree.map(lambda _: sharding.replicated(mesh), frozen)
   batch_sh = sharding.batch_sharding(mesh)
   in_sh = (state_sh, frozen_sh, batch_sh)

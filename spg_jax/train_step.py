@@ -40,9 +40,12 @@ import optax
 from spg_jax import losses
 from spg_jax.metrics import segmentation, ssim
 from spg_jax.models.flownet import flow_and_visibility
+from spg_jax.models import generator as generator_lib
+from spg_jax.models import parsing as parsing_lib
 from spg_jax.models.from_config import Networks
 from spg_jax.models.parsing import parsing_cross_entropy
 from spg_jax.models.vgg import perceptual_loss
+from spg_jax.ops.warp import warp_by_flow
 
 NUM_CLASSES = 20
 SCHEMES = ("parallel", "sequential", "joint")
@@ -302,14 +305,41 @@ class StepFunctions:
 
     SSIM is the official test script's (scikit-image defaults on 0..255 values, `ssim_spgnet`); L1
     is the mean absolute difference in [-1, 1] units. Padding pairs (valid = False) count nowhere:
-    their true labels become -1, which the confusion matrix ignores.
+    their true labels become -1, which the confusion matrix ignores. The same SSIM and L1 are
+    summed for two baselines without a network: `copy` (the source image as the prediction) and,
+    when the batch has a flow, `warp` (the source image warped by that flow).
     """
     out = self.predict(state, frozen, batch)
     valid = batch["valid"]
-    ssim_per_image = ssim.ssim_spgnet(out["generated"], batch["target_image"])
-    l1_per_image = jnp.mean(jnp.abs(out["generated"] - batch["target_image"]), axis=(1, 2, 3))
+    validf = valid.astype(jnp.float32)
+    target = batch["target_image"]
+    predictions = {"": out["generated"], "copy_": batch["source_image"]}
+    if "flow" in batch:
+      predictions["warp_"] = warp_by_flow(batch["source_image"], batch["flow"].astype(jnp.float32))
+    sums = {}
+    for prefix, image in predictions.items():
+      sums[f"{prefix}ssim_sum"] = jnp.sum(ssim.ssim_spgnet(image, target) * validf)
+      sums[f"{prefix}l1_sum"] = jnp.sum(jnp.mean(jnp.abs(image - target), axis=(1, 2, 3)) * validf)
     truth = jnp.where(valid[:, None, None], parsing_labels(batch["target_parsing"]), -1)
-    confusion = segmentation.confusion_matrix(out["parsing"], truth, NUM_CLASSES)
-    valid = valid.astype(jnp.float32)
-    return dict(ssim_sum=jnp.sum(ssim_per_image * valid), l1_sum=jnp.sum(l1_per_image * valid),
-                count=jnp.sum(valid), confusion=confusion)
+    sums["confusion"] = segmentation.confusion_matrix(out["parsing"], truth, NUM_CLASSES)
+    sums["count"] = jnp.sum(validf)
+    return sums
+
+
+def init_state(config, nets: Networks, fn: StepFunctions,
+               rng: jax.Array) -> TrainState:
+  """Randomly initialised state (official init: Kaiming-normal, zero biases, BN γ ~ N(1, 0.02))."""
+  h, w = config.data.image_size
+  k_g, k_p, k_d = jax.random.split(rng, 3)
+  variables = {
+      "generator": generator_lib.init_variables(nets.generator, k_g, (1, h, w)),
+      "discriminator": nets.discriminator.init(k_d, jnp.zeros((1, h, w, nets.discriminator.input_nc)),
+                                               train=False),
+  }
+  if fn.trains_stage1:
+    variables["parsing"] = parsing_lib.init_variables(nets.parsing, k_p, (1, h, w))
+  params = {k: v["params"] for k, v in variables.items()}
+  batch_stats = {k: v.get("batch_stats", {}) for k, v in variables.items()}
+  g_params = {k: params[k] for k in params if k != "discriminator"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_g=fn.tx_g.init(g_params), opt_d=fn.tx_d.init(params["discriminator"]))
