@@ -5,6 +5,8 @@ Modes:
   train     (default) train, or resume from the checkpoints in --workdir; validates as it goes.
   eval      validate the latest checkpoint in --workdir.
   describe  print the networks the config builds and their parameter counts.
+A config with `job = 'flownet'` (configs/flownet_*.py) trains the flow / visibility network
+(`spg_jax.train_flownet`) instead of SPGNet (`spg_jax.train`).
 Multi-host runs (TPU pods, several GPU hosts) call `jax.distributed.initialize()` first; on one host
 it is skipped.
 """
@@ -29,8 +31,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  flownet_job = config.get("job") == "flownet"
   if _MODE.value == "describe":
-    from spg_jax.models.from_config import parameter_counts  # pylint: disable=g-import-not-at-top
+    if flownet_job:
+      from spg_jax.train_flownet import parameter_counts  # pylint: disable=g-import-not-at-top
+    else:
+      from spg_jax.models.from_config import parameter_counts  # pylint: disable=g-import-not-at-top
     h, w = config.data.image_size
     print(f"{config.data.name}: {h}x{w}, compute dtype {config.compute_dtype}")
     for name, count in parameter_counts(config).items():
@@ -48,11 +54,14 @@ def main(argv):
   # Orbax narrates every save at INFO; keep its warnings and errors only.
   logging.getLogger().handlers[0].addFilter(
       lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
-  from spg_jax import train  # pylint: disable=g-import-not-at-top
-  if _MODE.value == "train":
-    metrics = train.train_and_evaluate(config, _WORKDIR.value)
+  if flownet_job:
+    from spg_jax import train_flownet as trainer  # pylint: disable=g-import-not-at-top
   else:
-    metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
+    from spg_jax import train as trainer  # pylint: disable=g-import-not-at-top
+  if _MODE.value == "train":
+    metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
+  else:
+    metrics = trainer.evaluate_checkpoint(config, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in (metrics or {}).items()})
   return 0
 

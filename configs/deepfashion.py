@@ -20,9 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.image_size = (256, 256)  # (H, W)
   # TFDS data directory holding the prepared `spg_deepfashion` (python -m input_pipeline.prepare);
   # None = TFDS's default (~/tensorflow_datasets).
-  config.data.data_dir = None
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)
   # The prepared variant: 'pkl' (default), 'csv', '*_flow' (with Intr-Flow flows), '*_predparsing'.
-  config.data.tfds_config = None
+  config.data.tfds_config = ml_collections.config_dict.placeholder(str)
   config.data.train_split = "train"
   config.data.eval_split = "test"
   config.data.joint_mode = "binary"  # or 'gaussian'
@@ -46,8 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   # spg_jax weights files made by `python -m spg_jax.convert` (or exported from a run); None =
   # random initialisation. `flownet` is required with data.flow='network'; `vgg19` is required for
   # the perceptual loss unless `allow_random_vgg`; `parsing` is stage 1 for scheme='sequential'.
-  config.init = ml_collections.ConfigDict(dict(
-      generator=None, parsing=None, flownet=None, discriminator=None, vgg19=None))
+  config.init = ml_collections.ConfigDict({
+      name: ml_collections.config_dict.placeholder(str)
+      for name in ("generator", "parsing", "flownet", "discriminator", "vgg19")})
   # The perceptual loss needs ImageNet VGG19 weights; random ones must be accepted explicitly.
   config.allow_random_vgg = False
 

@@ -17,8 +17,9 @@ One step is the official `optimize_parameters()`:
 Validation (BatchNorm running statistics, as the official `model.eval()`) averages over the held-out
 pairs: the official EPE over ground-truth body pixels (visibility < 2) and over visible pixels
 (visibility == 0), in pixels; the visibility accuracy over all pixels and over body pixels; the
-losses; and trivial baselines on the same pairs (zero flow; "visible on the whole body", i.e. class
-0 on the ground-truth body and 2 elsewhere).
+losses; and trivial baselines on the same pairs: zero flow; "visible on the whole body" (class 0 on
+the ground-truth body, 2 elsewhere: an oracle body mask, which keypoints alone do not determine);
+"background everywhere".
 
 `train_and_evaluate(config, workdir)` runs (or resumes) a run in `workdir`:
   <workdir>/checkpoints/       Orbax checkpoints (`spg_jax.checkpoints`; latest N kept)
@@ -99,8 +100,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      f"FlowUnet with model.flownet.num_scales needs (2**(num_scales+1))")
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
-  """optim.lr · optim.lr_gamma ** ⌊(epoch + 1) / optim.lr_decay_epochs⌋, epoch = ⌊step / steps_per_epoch⌋.
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+  """The official StepLR as a function of the step.
+
+  lr(step) = optim.lr · optim.lr_gamma ** ⌊(epoch + 1) / optim.lr_decay_epochs⌋, epoch = ⌊step / steps_per_epoch⌋.
 
   The official loop calls `StepLR.step()` at the *start* of every epoch, so 1-based epoch e trains
   at lr · γ^⌊e / 8⌋: the first halving comes after 7 epochs, not 8. The +1 reproduces that.
@@ -128,7 +132,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: Callable) -> opt
 
 
 def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
-  """{'flow network (FlowUnet)': trainable parameters} at the config's image size (`launch.py --mode describe`)."""
+  """{'flow network (FlowUnet)': trainable parameters} at the config's image size (`--mode describe`)."""
   net = flownet_from_config(config)
   h, w = config.data.image_size
   shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, h, w, net.input_nc)), train=False))
@@ -161,8 +165,11 @@ class FlowSteps:
   loss_type: str = "l2"
 
   def init_state(self, rng: jax.Array, image_size: tuple[int, int]) -> FlowTrainState:
-    """Randomly initialised state (Kaiming-normal convs, zero biases, BN γ ~ N(1, 0.02), as Intr-Flow's
-    `init_type='kaiming'`)."""
+    """Randomly initialised state, step 0, fresh Adam moments.
+
+    The layers' initialisers are Intr-Flow's `init_type='kaiming'`: Kaiming-normal (fan-in)
+    convolutions, zero biases, BatchNorm γ ~ N(1, 0.02).
+    """
     h, w = image_size
     variables = self.net.init(rng, jnp.zeros((1, h, w, self.net.input_nc)), train=False)
     return FlowTrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
@@ -192,7 +199,7 @@ class FlowSteps:
     (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(terms, lr=self.schedule(state.step), grad_norm=optax.global_norm(grads))
+    metrics = dict(terms, lr=self.schedule(state.step), grad_norm=optax.tree.norm(grads))
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state), metrics
 
@@ -239,6 +246,7 @@ class FlowSteps:
         baseline_zero_flow_epe_visible=epe(jnp.zeros_like(gt_flow), visible),
         baseline_all_visible_vis_acc=accuracy(all_visible, everywhere),
         baseline_all_visible_vis_acc_body=accuracy(all_visible, body),
+        baseline_all_background_vis_acc=accuracy(jnp.full_like(labels, BACKGROUND), everywhere),
     )
     valid = batch["valid"].astype(jnp.float32)
     sums = {f"{k}_sum": jnp.sum(v * valid) for k, v in metrics.items()}
@@ -263,7 +271,8 @@ def pipeline_features(config: ml_collections.ConfigDict):
                            flow="ground_truth", augment=False)
 
 
-def _select(ds):
+def step_inputs(ds):
+  """The batched pipeline `ds` reduced to `BATCH_KEYS`, so that images and parsings stay on the host."""
   return ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
 
 
@@ -275,12 +284,12 @@ def evaluate(eval_step: Callable, state: FlowTrainState, source, config: ml_coll
     epe / epe_visible: official EPE (pixels) over ground-truth body (vis < 2) / visible (vis == 0)
       pixels, per pair then averaged; vis_acc / vis_acc_body: arg-max visibility accuracy over all
       / body pixels; loss_flow, loss_vis, total: the training losses; baseline_*: the same metrics
-      of zero flow and of the oracle-body "all visible" labelling; num_pairs.
+      of zero flow, of the oracle-body "all visible" labelling and of "all background"; num_pairs.
   """
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 
   bsz = sharding.check_batch_size(config.eval.batch_size, mesh)
-  ds = _select(pipeline.eval_dataset(source, pipeline_features(config), batch_size=bsz,
+  ds = step_inputs(pipeline.eval_dataset(source, pipeline_features(config), batch_size=bsz,
                                      process_index=jax.process_index(), process_count=jax.process_count()))
   num_batches = pipeline.num_eval_batches(source.num_pairs, bsz, jax.process_count())
   totals = None
@@ -342,7 +351,8 @@ class FlowRun:
   replicate: Callable
 
   def restore(self, step: int) -> tuple[FlowTrainState, dict[str, Any]]:
-    return self.checkpointer.restore(step, checkpoints.with_shardings(self.abstract_state, self.state_sharding))
+    target = checkpoints.with_shardings(self.abstract_state, self.state_sharding)
+    return self.checkpointer.restore(step, target)
 
   def host_variables(self, state: FlowTrainState) -> PyTree:
     """The network's variables as NumPy arrays on every process (gathered if sharded)."""
@@ -400,14 +410,15 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> FlowRun:
   return FlowRun(
       config=config, workdir=workdir, mesh=mesh, steps=steps, abstract_state=abstract, state_sharding=state_sh,
       batch_sharding=batch_sh,
-      checkpointer=checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints),
+      checkpointer=checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                            keep=config.train.keep_checkpoints),
       train_source=train_source, eval_source=eval_source, global_batch_size=global_batch_size,
       steps_per_epoch=steps_per_epoch,
       eval_step=jax.jit(steps.eval_step, in_shardings=(state_sh, batch_sh), out_shardings=replicated),
       replicate=jax.jit(lambda x: x, out_shardings=replicated))
 
 
-def _initial_state(run: FlowRun) -> FlowTrainState:
+def initial_state(run: FlowRun) -> FlowTrainState:
   """Random initialisation born sharded, optionally overlaid with `config.init.flownet` (fine-tuning)."""
   config = run.config
   init = functools.partial(run.steps.init_state, image_size=tuple(config.data.image_size))
@@ -417,7 +428,8 @@ def _initial_state(run: FlowRun) -> FlowTrainState:
     return state
   # The check `train.load_frozen` applies, so a file accepted here is accepted there too.
   template = {"params": state.params, "batch_stats": state.batch_stats}
-  loaded = spg_train._overlay(template, load_weights(path)[0], "config.init.flownet")  # pylint: disable=protected-access
+  overlay = spg_train._overlay  # pylint: disable=protected-access
+  loaded = overlay(template, load_weights(path)[0], "config.init.flownet")
   logging.info("initialised the flow network from %s", path)
   # Adam starts from zero moments of the loaded parameters, as a fresh official run would.
   state = state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"],
@@ -455,7 +467,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     best_epe = meta.get("best_epe")
     logging.info("resuming at step %d (%d pairs consumed)", start, meta["pairs_consumed"])
   else:
-    state = _initial_state(run)
+    state = initial_state(run)
     start = 0
   if is_chief:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -463,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = jax.jit(run.steps.train_step, in_shardings=(run.state_sharding, run.batch_sharding),
                        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)), donate_argnums=0)
-  train_ds = _select(pipeline.train_dataset(
+  train_ds = step_inputs(pipeline.train_dataset(
       run.train_source, pipeline_features(config), global_batch_size=run.global_batch_size,
       seed=int(config.seed), start_step=start, process_index=jax.process_index(),
       process_count=jax.process_count()))
@@ -476,7 +488,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                           first_profile=config.train.profile_first_step, every_secs=None))
 
   def meta(step):
-    return dict(step=step, global_batch_size=run.global_batch_size, pairs_consumed=step * run.global_batch_size,
+    return dict(step=step, global_batch_size=run.global_batch_size,
+                pairs_consumed=step * run.global_batch_size,
                 train_source=run.train_source.name, best_epe=best_epe)
 
   logging.info("training the flow network on %s: steps %d → %d (%d per epoch)", run.train_source.name, start,
