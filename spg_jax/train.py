@@ -126,6 +126,11 @@ def load_frozen(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunct
 def data_sources(config: ml_collections.ConfigDict):
   """(train source, validation source) for `config.data.name`."""
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  # TFDS is imported here, before any asynchronous checkpoint write: importing it swaps
+  # `builtins.__import__` for etils' lazy importer process-wide for a moment, so an import in
+  # Orbax's writer threads meanwhile gets a stand-in module and the save fails. Left to the first
+  # validation (`pipeline.process_share`), that import raced with the write of the last checkpoint.
+  import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
 
   d = config.data
   if d.name == "synthetic":
