@@ -3,7 +3,9 @@
 Kept thin on purpose: flags in, library calls out, so everything stays importable and testable.
 Modes:
   train     (default) train, or resume from the checkpoints in --workdir; validates as it goes.
-  eval      validate the latest checkpoint in --workdir.
+  eval      evaluate the latest checkpoint in --workdir on the whole test split: generated PNGs and
+            the results table (`spg_jax.evaluate`); the flow network: its validation metrics.
+  validate  the training-time validation of the latest checkpoint (validation subset).
   describe  print the networks the config builds and their parameter counts.
 A config with `job = 'flownet'` (configs/flownet_*.py) trains the flow / visibility network
 (`spg_jax.train_flownet`) instead of SPGNet (`spg_jax.train`).
@@ -22,7 +24,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "describe"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "validate", "describe"], "What to run.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host; arguments from the environment).")
 
@@ -45,6 +47,10 @@ def main(argv):
   if _WORKDIR.value is None:
     raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
   import jax  # pylint: disable=g-import-not-at-top
+  # On GPUs, one CUDA kernel for the threefry random bits rather than an XLA expansion per
+  # parameter: the same numbers, and the state initialiser compiles minutes faster at DeepFashion
+  # size (BENCHMARKS.md, compile time).
+  jax.config.update("jax_threefry_gpu_kernel_lowering", True)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   # tf.data must not grab accelerators; TensorFlow only ever runs the input pipeline on the host.
@@ -60,6 +66,10 @@ def main(argv):
     from spg_jax import train as trainer  # pylint: disable=g-import-not-at-top
   if _MODE.value == "train":
     metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
+  elif _MODE.value == "eval" and not flownet_job:
+    from spg_jax import evaluate  # pylint: disable=g-import-not-at-top
+    results = evaluate.evaluate_test_set(config, _WORKDIR.value)
+    metrics = {k: v["value"] for k, v in results["metrics"].items() if v["value"] is not None}
   else:
     metrics = trainer.evaluate_checkpoint(config, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in (metrics or {}).items()})

@@ -79,4 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 8
   config.eval.num_pairs = 2000  # validation on the first 2000 test pairs, as the official code
   config.eval.num_sample_pairs = 8  # rows of the sample grid
+  # `--mode eval` writes its PNGs centre-cropped to this width (the official DeepFashion 176 × 256
+  # crop of the 256 × 256 output); None = uncropped.
+  config.eval.crop_width = 176
+  # LPIPS in `--mode eval`: a weights file from `python -m spg_jax.convert lpips`; None = not computed.
+  config.eval.lpips_weights = ml_collections.config_dict.placeholder(str)
   return config

@@ -13,4 +13,5 @@ def get_config():
   config.data.joint_radius = 4
   config.data.augment = True  # official Market training setting (use_augmentation=1)
   config.model.generator.update(variant="market", num_scales=5, num_warp_scales=4, sean_kernel=3)
+  config.eval.crop_width = None  # 128 × 64 images are evaluated whole
   return config

@@ -36,15 +36,15 @@ class Checkpointer:
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
                                            create=True)
-    self.directory = os.fspath(directory)
+    directory = os.fspath(directory)
+    # Orbax's TensorStore writer wants absolute local paths: a relative one fails only in the
+    # asynchronous writer thread, when the next save waits for it.
+    self.directory = directory if "://" in directory else os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
-
-  def best_step(self) -> int | None:
-    return self._manager.best_step()
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())

@@ -18,17 +18,16 @@ import functools
 import json
 import logging
 import os
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from jax.sharding import NamedSharding
 
-from spg_jax import checkpoints, sharding, visualize
+from spg_jax import checkpoints, loop, sharding, visualize
 from spg_jax.metrics import segmentation
 from spg_jax.models import parsing as parsing_lib
 from spg_jax.models.from_config import Networks, networks_from_config
@@ -95,12 +94,15 @@ def load_frozen(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunct
           "data.flow='network' needs the frozen flow network: set config.init.flownet to a weights file "
           "(`python -m spg_jax.convert flownet --input best_net_netF.pth ...`, or train one with "
           "configs/flownet_synthetic.py), or use data.flow='geometric' / 'ground_truth'")
-    template = nets.flownet.init(jax.random.key(0), jnp.zeros((1, h, w, nets.flownet.input_nc)), train=False)
-    flownet = _overlay(template, _load_network_weights(config.init.flownet, "flownet"), "config.init.flownet")
+    loaded = _load_network_weights(config.init.flownet, "flownet")
+    template = jax.eval_shape(lambda: nets.flownet.init(jax.random.key(0), jnp.zeros((1, h, w, nets.flownet.input_nc)),
+                                                        train=False))
+    flownet = _overlay(template, loaded, "config.init.flownet")
   if config.loss.perceptual:
-    template = nets.vgg.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     if config.init.vgg19 is not None:
-      vgg = _overlay(template, _load_network_weights(config.init.vgg19, "vgg19"), "config.init.vgg19")
+      loaded = _load_network_weights(config.init.vgg19, "vgg19")
+      template = jax.eval_shape(lambda: nets.vgg.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+      vgg = _overlay(template, loaded, "config.init.vgg19")
     elif config.allow_random_vgg:
       logging.warning("PERCEPTUAL LOSS WITH RANDOM VGG19 WEIGHTS (config.allow_random_vgg=True): "
                       "results will not match ImageNet-VGG training; set config.init.vgg19 for real runs")
@@ -114,8 +116,9 @@ def load_frozen(config: ml_collections.ConfigDict, nets: Networks, fn: StepFunct
   if not fn.trains_stage1:
     if config.init.parsing is None:
       raise ValueError("scheme='sequential' freezes stage 1: set config.init.parsing to its weights file")
-    template = parsing_lib.init_variables(nets.parsing, jax.random.key(0), (1, h, w))
-    parsing = _overlay(template, _load_network_weights(config.init.parsing, "parsing"), "config.init.parsing")
+    loaded = _load_network_weights(config.init.parsing, "parsing")
+    template = jax.eval_shape(lambda: parsing_lib.init_variables(nets.parsing, jax.random.key(0), (1, h, w)))
+    parsing = _overlay(template, loaded, "config.init.parsing")
   return Frozen(flownet=flownet, vgg=vgg, parsing=parsing)
 
 
@@ -137,17 +140,33 @@ def data_sources(config: ml_collections.ConfigDict):
     return (sources.synthetic_source(d.synthetic.train_seed, d.synthetic.train_pairs, tuple(d.image_size)),
             sources.synthetic_source(d.synthetic.eval_seed, min(d.synthetic.eval_pairs, config.eval.num_pairs),
                                      tuple(d.image_size)))
+  return (_tfds_source(config, d.train_split),
+          _tfds_source(config, f"{d.eval_split}[:{config.eval.num_pairs}]"))
+
+
+def test_source(config: ml_collections.ConfigDict):
+  """The whole evaluation split (`data.eval_split`; synthetic: all `eval_pairs`), for `--mode eval`."""
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
+
+  d = config.data
+  if d.name == "synthetic":
+    return sources.synthetic_source(d.synthetic.eval_seed, d.synthetic.eval_pairs, tuple(d.image_size))
+  return _tfds_source(config, d.eval_split)
+
+
+def _tfds_source(config: ml_collections.ConfigDict, split: str):
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
+
+  d = config.data
   names = {"deepfashion": "spg_deepfashion", "market1501": "spg_market1501"}
   if d.name not in names:
     raise ValueError(f"config.data.name={d.name!r}; expected 'synthetic' or one of {sorted(names)}")
   name = names[d.name] + (f"/{d.tfds_config}" if d.tfds_config else "")
-  train = sources.tfds_source(name, d.train_split, d.data_dir)
-  evaluation = sources.tfds_source(name, f"{d.eval_split}[:{config.eval.num_pairs}]", d.data_dir)
-  for source in (train, evaluation):
-    if tuple(source.image_size) != tuple(d.image_size):
-      raise ValueError(f"{source.name} holds {source.image_size} images, config.data.image_size is "
-                       f"{tuple(d.image_size)}")
-  return train, evaluation
+  source = sources.tfds_source(name, split, d.data_dir)
+  if tuple(source.image_size) != tuple(d.image_size):
+    raise ValueError(f"{source.name} holds {source.image_size} images, config.data.image_size is "
+                     f"{tuple(d.image_size)}")
+  return source
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,9 +198,8 @@ def evaluate(eval_step, predict, state: TrainState, frozen: Frozen, source, conf
   count = float(totals["count"])
   metrics = dict(miou=float(segmentation.mean_iou(totals["confusion"])), num_pairs=int(count))
   for key, total in totals.items():
-    if key.endswith("_sum"):  # ssim, l1 and the baselines' baseline_copy_ssim, ...
-      name = key[:-len("_sum")]
-      metrics[name if name in ("ssim", "l1") else f"baseline_{name}"] = float(total) / count
+    if key.endswith("_sum"):  # ssim, l1, true_parsing_ssim, baseline_copy_ssim, ...
+      metrics[key[:-len("_sum")]] = float(total) / count
   host_batch, batch = first
   predicted = jax.device_get(predict(state, frozen, batch))
   n = min(config.eval.num_sample_pairs, len(host_batch["valid"]))
@@ -193,12 +211,6 @@ def evaluate(eval_step, predict, state: TrainState, frozen: Frozen, source, conf
 
 # ---------------------------------------------------------------------------------------------
 # The loop.
-
-
-def _num_steps(config, steps_per_epoch: int) -> int:
-  if config.train.num_train_steps > 0:
-    return int(config.train.num_train_steps)
-  return int(config.train.num_epochs) * steps_per_epoch
 
 
 @dataclasses.dataclass
@@ -280,86 +292,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 
   run = setup_run(config, workdir)
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-  num_steps = _num_steps(config, run.steps_per_epoch)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  num_steps = loop.num_train_steps(config, run.steps_per_epoch)
   gan_start_step = (int(config.train.gan_start_epoch) - 1) * run.steps_per_epoch
-  eval_every = config.train.eval_every_steps if config.train.eval_every_steps > 0 else run.steps_per_epoch
 
   start = run.checkpointer.latest_step()
   if start is not None:
     state, meta = run.restore(start)
-    if meta["global_batch_size"] != run.global_batch_size:
-      raise ValueError(f"{workdir} was trained with global batch {meta['global_batch_size']}; resuming "
-                       f"with {run.global_batch_size} would change the data order (set train.batch_size back)")
-    logging.info("resuming at step %d (%d pairs consumed)", start, meta["pairs_consumed"])
+    loop.check_resumable(meta, run.global_batch_size, workdir)
   else:
     # Parameters are born sharded: the initialiser is jitted onto the state's shardings.
     init = functools.partial(init_state, config, run.fn.nets, run.fn)
     state = jax.jit(init, out_shardings=run.state_sharding)(jax.random.key(config.seed))
     state = jax.device_put(apply_init_weights(config, state), run.state_sharding)
     start = 0
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  loop.write_config(config, workdir)
 
-  compiled = {}
+  # Two programs (before and after the GAN starts), each compiled once.
+  compiled = {
+      with_gan: jax.jit(functools.partial(run.fn.train_step, with_gan=with_gan),
+                        in_shardings=(run.state_sharding, run.frozen_sharding, run.batch_sharding),
+                        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)), donate_argnums=0)
+      for with_gan in (False, True)}
 
-  def step_fn(with_gan: bool):
-    # Two programs (before and after the GAN starts), each compiled once.
-    if with_gan not in compiled:
-      compiled[with_gan] = jax.jit(
-          functools.partial(run.fn.train_step, with_gan=with_gan),
-          in_shardings=(run.state_sharding, run.frozen_sharding, run.batch_sharding),
-          out_shardings=(run.state_sharding, sharding.replicated(run.mesh)), donate_argnums=0)
-    return compiled[with_gan]
+  def step(i, state, host_batch):
+    return compiled[i >= gan_start_step](state, run.frozen, sharding.global_batch(host_batch, run.mesh))
+
+  def save(done, state, metrics):
+    run.checkpointer.save(done, state, dict(step=done, global_batch_size=run.global_batch_size,
+                                            pairs_consumed=done * run.global_batch_size,
+                                            train_source=run.train_source.name), metrics=metrics)
 
   features = pipeline.Features.from_config(config, train=True)
   train_ds = pipeline.train_dataset(run.train_source, features, global_batch_size=run.global_batch_size,
                                     seed=int(config.seed), start_step=start,
                                     process_index=jax.process_index(), process_count=jax.process_count())
-  train_iter: Iterator[dict[str, np.ndarray]] = train_ds.as_numpy_iterator()
-
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every_steps)]
-  if is_chief and config.train.profile_first_step >= 0:
-    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.train.profile_num_steps,
-                                          first_profile=config.train.profile_first_step, every_secs=None))
-
-  def meta(step):
-    return dict(step=step, global_batch_size=run.global_batch_size,
-                pairs_consumed=step * run.global_batch_size, train_source=run.train_source.name)
-
   logging.info("training %s on %s: steps %d → %d (%d per epoch; GAN from step %d)",
                config.scheme, run.train_source.name, start, num_steps, run.steps_per_epoch, gan_start_step)
-  pending, data_wait = [], 0.0
-  metrics = None
-  for step in range(start, num_steps):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      t0 = time.perf_counter()
-      host_batch = next(train_iter)
-      data_wait += time.perf_counter() - t0
-      batch = sharding.global_batch(host_batch, run.mesh)
-      state, step_metrics = step_fn(step >= gan_start_step)(state, run.frozen, batch)
-      pending.append(step_metrics)
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    if done % config.train.log_every_steps == 0 or done == num_steps:
-      # One device→host transfer per logging interval: no sync in between.
-      history = jax.device_get(pending)
-      scalars = {k: float(np.mean([m[k] for m in history if k in m])) for k in history[-1]}
-      scalars["data_wait_s_per_step"] = data_wait / len(history)
-      writer.write_scalars(done, scalars)
-      pending, data_wait = [], 0.0
-    metrics = None
-    if done % eval_every == 0 or done == num_steps:
-      metrics = run.validate(state, done, writer)
-    if done % config.train.checkpoint_every_steps == 0 or done == num_steps or metrics is not None:
-      run.checkpointer.save(done, state, meta(done), metrics=metrics)
-  if start >= num_steps:
-    logging.info("nothing to train: checkpoint %d already reaches num_train_steps=%d", start, num_steps)
-    metrics = run.validate(state, start, writer)
+  _, metrics = loop.run(
+      state, config=config, start=start, num_steps=num_steps, batches=train_ds.as_numpy_iterator(), step=step,
+      validate=lambda state, done: run.validate(state, done, writer), save=save, writer=writer,
+      workdir=workdir, eval_every=loop.eval_every_steps(config, run.steps_per_epoch))
   run.checkpointer.wait()
   run.checkpointer.close()
   writer.flush()

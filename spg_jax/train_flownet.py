@@ -38,8 +38,7 @@ import functools
 import json
 import logging
 import os
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import flax
 import jax
@@ -47,10 +46,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from jax.sharding import NamedSharding
 
-from spg_jax import checkpoints, losses, sharding
+from spg_jax import checkpoints, loop, losses, sharding
 from spg_jax import train as spg_train
 from spg_jax.models.flownet import BACKGROUND, FLOW_SCALE, FlowOutput, FlowUnet
 from spg_jax.models.from_config import compute_dtype
@@ -437,12 +436,6 @@ def initial_state(run: FlowRun) -> FlowTrainState:
   return jax.device_put(state, run.state_sharding)
 
 
-def _num_steps(config, steps_per_epoch: int) -> int:
-  if config.train.num_train_steps > 0:
-    return int(config.train.num_train_steps)
-  return int(config.train.num_epochs) * steps_per_epoch
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the flow network (resuming from `workdir` if it holds checkpoints), validates, exports.
 
@@ -452,75 +445,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
 
   run = setup_run(config, workdir)
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
-  num_steps = _num_steps(config, run.steps_per_epoch)
-  eval_every = config.train.eval_every_steps if config.train.eval_every_steps > 0 else run.steps_per_epoch
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  num_steps = loop.num_train_steps(config, run.steps_per_epoch)
 
   start = run.checkpointer.latest_step()
   best_epe = None
   if start is not None:
     state, meta = run.restore(start)
-    if meta["global_batch_size"] != run.global_batch_size:
-      raise ValueError(f"{workdir} was trained with global batch {meta['global_batch_size']}; resuming "
-                       f"with {run.global_batch_size} would change the data order (set train.batch_size back)")
+    loop.check_resumable(meta, run.global_batch_size, workdir)
     best_epe = meta.get("best_epe")
-    logging.info("resuming at step %d (%d pairs consumed)", start, meta["pairs_consumed"])
   else:
     state = initial_state(run)
     start = 0
-  if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  loop.write_config(config, workdir)
 
   train_step = jax.jit(run.steps.train_step, in_shardings=(run.state_sharding, run.batch_sharding),
                        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)), donate_argnums=0)
+
+  def validate(state, done):
+    nonlocal best_epe
+    metrics = run.validate(state, done, writer, best_epe=best_epe, export=True)
+    best_epe = metrics["epe"] if best_epe is None else min(best_epe, metrics["epe"])
+    return metrics
+
+  def save(done, state, metrics):
+    del metrics  # the exported `flownet_best.npz` is the best network; checkpoints keep the latest
+    run.checkpointer.save(done, state, dict(step=done, global_batch_size=run.global_batch_size,
+                                            pairs_consumed=done * run.global_batch_size,
+                                            train_source=run.train_source.name, best_epe=best_epe))
+
   train_ds = step_inputs(pipeline.train_dataset(
       run.train_source, pipeline_features(config), global_batch_size=run.global_batch_size,
       seed=int(config.seed), start_step=start, process_index=jax.process_index(),
       process_count=jax.process_count()))
-  train_iter: Iterator[dict[str, np.ndarray]] = train_ds.as_numpy_iterator()
-
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every_steps)]
-  if is_chief and config.train.profile_first_step >= 0:
-    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.train.profile_num_steps,
-                                          first_profile=config.train.profile_first_step, every_secs=None))
-
-  def meta(step):
-    return dict(step=step, global_batch_size=run.global_batch_size,
-                pairs_consumed=step * run.global_batch_size,
-                train_source=run.train_source.name, best_epe=best_epe)
-
   logging.info("training the flow network on %s: steps %d → %d (%d per epoch)", run.train_source.name, start,
                num_steps, run.steps_per_epoch)
-  pending, data_wait, metrics = [], 0.0, None
-  for step in range(start, num_steps):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      t0 = time.perf_counter()
-      host_batch = next(train_iter)
-      data_wait += time.perf_counter() - t0
-      state, step_metrics = train_step(state, sharding.global_batch(host_batch, run.mesh))
-      pending.append(step_metrics)
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    if done % config.train.log_every_steps == 0 or done == num_steps:
-      # One device→host transfer per logging interval: no sync in between.
-      history = jax.device_get(pending)
-      scalars = {k: float(np.mean([m[k] for m in history])) for k in history[-1]}
-      scalars["data_wait_s_per_step"] = data_wait / len(history)
-      writer.write_scalars(done, scalars)
-      pending, data_wait = [], 0.0
-    metrics = None
-    if done % eval_every == 0 or done == num_steps:
-      metrics = run.validate(state, done, writer, best_epe=best_epe, export=True)
-      best_epe = metrics["epe"] if best_epe is None else min(best_epe, metrics["epe"])
-    if done % config.train.checkpoint_every_steps == 0 or done == num_steps or metrics is not None:
-      run.checkpointer.save(done, state, meta(done))
-  if start >= num_steps:
-    logging.info("nothing to train: checkpoint %d already reaches %d steps", start, num_steps)
-    metrics = run.validate(state, start, writer, best_epe=best_epe, export=True)
+  _, metrics = loop.run(
+      state, config=config, start=start, num_steps=num_steps, batches=train_ds.as_numpy_iterator(),
+      step=lambda i, state, host_batch: train_step(state, sharding.global_batch(host_batch, run.mesh)),
+      validate=validate, save=save, writer=writer, workdir=workdir,
+      eval_every=loop.eval_every_steps(config, run.steps_per_epoch))
   run.checkpointer.wait()
   run.checkpointer.close()
   writer.flush()

@@ -276,7 +276,7 @@ class StepFunctions:
     batch_stats = {**state.batch_stats, **new_stats, "discriminator": d_stats}
     metrics.update(g_loss=g_loss, **{f"g_{k}": v for k, v in g_terms.items()},
                    lr_g=self.lr_g(state.step), lr_d=self.lr_d(state.step),
-                   g_grad_norm=optax.global_norm(g_grads))
+                   g_grad_norm=optax.tree.norm(g_grads))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_g=opt_g, opt_d=opt_d)
     return new_state, metrics
@@ -284,20 +284,25 @@ class StepFunctions:
   # -------------------------------------------------------------------------------------------
   # Evaluation.
 
-  def predict(self, state: TrainState, frozen: Frozen, batch: dict) -> dict[str, jax.Array]:
+  def predict(self, state: TrainState, frozen: Frozen, batch: dict, *,
+              true_parsing: bool = False) -> dict[str, jax.Array]:
     """Inference as users run it: stage 1's arg-max parsing feeds stage 2; no noise, running stats.
 
-    Returns generated (B, H, W, 3) in [-1, 1], parsing (B, H, W) int32 predicted labels, and the
+    `true_parsing=True` feeds stage 2 the batch's target parsing instead (the setting stage 2 trains
+    in under the parallel scheme), which separates stage-2 quality from stage-1 errors.
+    Returns generated (B, H, W, 3) in [-1, 1], parsing (B, H, W) int32 stage-1 labels, and the
     flow / visibility the generator used.
     """
     stage1 = frozen.parsing if not self.trains_stage1 else {
         "params": state.params["parsing"], "batch_stats": state.batch_stats["parsing"]}
     logits, _ = self._stage1(stage1, batch, train=False)
     labels = jnp.argmax(logits, -1).astype(jnp.int32)
+    fed = onehot_parsing(batch["target_parsing"]) if true_parsing else jax.nn.one_hot(
+        labels, NUM_CLASSES, dtype=jnp.float32)
     flow, vis = flow_inputs(self.nets, frozen, batch)
     generated, _ = self._generate(
         {"params": state.params["generator"], "batch_stats": state.batch_stats["generator"]}, batch,
-        jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32), flow, vis, train=False, rng=None)
+        fed, flow, vis, train=False, rng=None)
     return dict(generated=generated, parsing=labels, flow=flow, visibility=vis[..., 0])
 
   def eval_step(self, state: TrainState, frozen: Frozen, batch: dict) -> dict[str, jax.Array]:
@@ -305,17 +310,21 @@ class StepFunctions:
 
     SSIM is the official test script's (scikit-image defaults on 0..255 values, `ssim_spgnet`); L1
     is the mean absolute difference in [-1, 1] units. Padding pairs (valid = False) count nowhere:
-    their true labels become -1, which the confusion matrix ignores. The same SSIM and L1 are
-    summed for two baselines without a network: `copy` (the source image as the prediction) and,
-    when the batch has a flow, `warp` (the source image warped by that flow).
+    their true labels become -1, which the confusion matrix ignores. Keys are `<metric>_sum`:
+      ssim, l1                    inference (stage 2 fed stage 1's prediction);
+      true_parsing_{ssim,l1}      stage 2 fed the true target parsing;
+      baseline_copy_{ssim,l1}     the source image as the prediction;
+      baseline_warp_{ssim,l1}     the source image warped by the batch's flow (when it has one).
     """
     out = self.predict(state, frozen, batch)
     valid = batch["valid"]
     validf = valid.astype(jnp.float32)
     target = batch["target_image"]
-    predictions = {"": out["generated"], "copy_": batch["source_image"]}
+    predictions = {"": out["generated"],
+                   "true_parsing_": self.predict(state, frozen, batch, true_parsing=True)["generated"],
+                   "baseline_copy_": batch["source_image"]}
     if "flow" in batch:
-      predictions["warp_"] = warp_by_flow(batch["source_image"], batch["flow"].astype(jnp.float32))
+      predictions["baseline_warp_"] = warp_by_flow(batch["source_image"], batch["flow"].astype(jnp.float32))
     sums = {}
     for prefix, image in predictions.items():
       sums[f"{prefix}ssim_sum"] = jnp.sum(ssim.ssim_spgnet(image, target) * validf)

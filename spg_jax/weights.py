@@ -8,6 +8,7 @@ is what `python -m spg_jax.convert` writes and what training initialises from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Mapping
@@ -40,3 +41,12 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     metadata = json.loads(str(data[META_KEY]))
     flat = {k: data[k] for k in data.files if k != META_KEY}
   return traverse_util.unflatten_dict(flat, sep="/"), metadata
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex SHA-256 of a file's bytes (recorded in weights metadata to identify the source file)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()

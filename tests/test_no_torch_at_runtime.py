@@ -12,7 +12,8 @@ RUNTIME_MODULES = [
     "spg_jax.ops.normalization", "spg_jax.ops.spectral", "spg_jax.ops.pose_maps",
     "spg_jax.models.layers", "spg_jax.models.sean", "spg_jax.models.generator", "spg_jax.models.flownet",
     "spg_jax.models.discriminator", "spg_jax.models.vgg", "spg_jax.models.parsing",
-    "spg_jax.models.from_config", "spg_jax.weights",
+    "spg_jax.models.from_config", "spg_jax.weights", "spg_jax.metrics.lpips", "spg_jax.metrics.inception",
+    "spg_jax.metrics.fid", "spg_jax.loop", "spg_jax.train_step", "spg_jax.evaluate", "spg_jax.generate",
 ]
 
 

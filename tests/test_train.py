@@ -67,6 +67,8 @@ NEEDS = {
     "test_two_processes_match_one_process": ("one_device", "two_processes"),
     "test_checkpoints_restore_onto_another_device_count": ("one_device", "eight_devices"),
     "test_resuming_with_another_batch_size_is_refused": ("one_device",),
+    "test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image": ("one_device",),
+    "test_generate_cli_region_style_swap_and_input_errors": ("one_device",),
 }
 
 
@@ -420,6 +422,104 @@ def test_training_writes_checkpoints_logs_samples_and_reproducible_metrics(runs,
   shutil.copytree(workdir, copy)
   metrics = train.evaluate_checkpoint(tiny_config(RUN_STEPS), str(copy))
   assert metrics == {k: v for k, v in validation.items() if k != "step"}
+
+
+def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp_path):
+  """`--mode eval` on the six-step checkpoint: one PNG per test pair, and the table's SSIM, L1 and
+  PSNR recomputed from those PNGs and the ground truth with scikit-image and NumPy."""
+  from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # pylint: disable=g-import-not-at-top
+
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from spg_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from spg_jax.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from spg_jax.weights import save_weights  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / "workdir"
+  shutil.copytree(runs.wait("one_device").workdir, workdir)
+  # Random LPIPS weights in the real architecture (heads non-negative, as trained ones are).
+  lpips_variables = lpips.LPIPS().init(jax.random.key(3), np.zeros((1, 32, 32, 3), np.float32),
+                                       np.zeros((1, 32, 32, 3), np.float32))
+  lpips_variables = jax.tree.map(np.abs, jax.device_get(lpips_variables))
+  save_weights(tmp_path / "lpips.npz", lpips_variables, {"network": lpips.NETWORK_NAME})
+  config = tiny_config(RUN_STEPS)
+  config.eval.batch_size = 3  # 8 pairs: the last batch is padded
+  config.eval.lpips_weights = str(tmp_path / "lpips.npz")
+  results = evaluate.evaluate_test_set(config, str(workdir))
+  out = workdir / f"eval_{RUN_STEPS}"
+  pngs = sorted((out / "images").glob("*.png"))
+  assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(8)]
+  assert results["num_pairs"] == 8 and (out / "contact_sheet.png").exists()
+  assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+  assert "| SSIM |" in (out / "results.md").read_text()
+
+  source = train.test_source(config)
+  ds = pipeline.eval_dataset(source, pipeline.Features.from_config(config, train=False), batch_size=8)
+  target = next(ds.as_numpy_iterator())["target_image"]
+  target_u8 = np.floor(np.clip((target.astype(np.float64) + 1) * 127.5, 0, 255)).astype(np.uint8)
+  generated = np.stack([np.asarray(Image.open(p)) for p in pngs])
+  ssim = np.mean([structural_similarity(g, t, channel_axis=-1, data_range=255)
+                  for g, t in zip(generated, target_u8)])
+  l1 = np.mean(np.abs(generated / 127.5 - target_u8 / 127.5))
+  psnr = np.mean([peak_signal_noise_ratio(t, g, data_range=255) for g, t in zip(generated, target_u8)])
+  m = results["metrics"]
+  assert m["ssim_official"]["value"] == pytest.approx(ssim, abs=1e-5)
+  assert m["l1"]["value"] == pytest.approx(l1, rel=1e-5)
+  assert m["psnr"]["value"] == pytest.approx(psnr, rel=1e-5)
+  to_unit = lambda u8: u8.astype(np.float32) / 127.5 - 1
+  expected_lpips = np.asarray(lpips.lpips_distance(lpips_variables, to_unit(generated), to_unit(target_u8)))
+  assert m["lpips"]["value"] == pytest.approx(float(np.mean(expected_lpips)), rel=1e-5)
+  assert m["fid"]["value"] is None and "not computed" in m["fid"]["note"]
+  assert m["ssim_gfla"]["value"] is None and "51×51 window" in m["ssim_gfla"]["note"]  # 32×32 images
+
+
+def test_generate_cli_region_style_swap_and_input_errors(runs, tmp_path, capsys):
+  """`python -m spg_jax.generate` on the six-step checkpoint: deterministic; taking a region's style
+  from the source itself changes nothing, from another person changes the image; bad inputs are
+  errors that name the file."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from input_pipeline import synthetic  # pylint: disable=g-import-not-at-top
+  from spg_jax import generate  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path / "workdir"
+  shutil.copytree(runs.wait("one_device").workdir, workdir)
+  config_file = tmp_path / "config.py"
+  config_file.write_text(f"from tests.train_helpers import tiny_config\n\n"
+                         f"def get_config():\n  return tiny_config({RUN_STEPS})\n")
+  for name, seed in (("a", 11), ("b", 12)):
+    pair = synthetic.make_pair(seed, 32, 32)
+    Image.fromarray(pair["source_image"]).save(tmp_path / f"{name}.png")
+    Image.fromarray(pair["source_parsing"].astype(np.uint8)).save(tmp_path / f"{name}_parsing.png")
+    (tmp_path / f"{name}.json").write_text(json.dumps(pair["source_keypoints"].tolist()))
+    (tmp_path / f"{name}_target.json").write_text(json.dumps(pair["target_keypoints"].tolist()))
+  rows = ["source_image,source_parsing,source_keypoints,target_keypoints,output,style"]
+  common = f"{tmp_path}/a.png,{tmp_path}/a_parsing.png,{tmp_path}/a.json,{tmp_path}/a_target.json"
+  for out, style in (("plain", ""), ("again", ""), ("self", f"upper-clothes={tmp_path}/a.png:{tmp_path}/a_parsing.png"),
+                     ("swap", f"upper-clothes={tmp_path}/b.png:{tmp_path}/b_parsing.png;"
+                              f"pants={tmp_path}/b.png:{tmp_path}/b_parsing.png")):
+    rows.append(f"{common},{tmp_path}/{out}.png,{style}")
+  (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+  args = ["--config", str(config_file), "--workdir", str(workdir)]
+  assert generate.main(args + ["--pairs", str(tmp_path / "pairs.csv"),
+                               "--contact_sheet", str(tmp_path / "sheet.png")]) == 0
+  read = lambda name: np.asarray(Image.open(tmp_path / f"{name}.png")).astype(np.int32)
+  assert read("plain").shape == (32, 32, 3) and read("sheet").shape == (4 * 32, 4 * 32, 3)
+  np.testing.assert_array_equal(read("plain"), read("again"))
+  np.testing.assert_array_equal(read("plain"), read("self"))
+  assert np.abs(read("plain") - read("swap")).max() > 0
+
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small.png")
+  assert generate.main(args + ["--source_image", str(tmp_path / "small.png"), "--source_parsing",
+                               str(tmp_path / "a_parsing.png"), "--source_keypoints", str(tmp_path / "a.json"),
+                               "--target_keypoints", str(tmp_path / "a_target.json"),
+                               "--output", str(tmp_path / "x.png")]) == 2
+  assert "small.png: image is 16x16, the model takes 32x32" in capsys.readouterr().err
+  with pytest.raises(generate.InputError, match="unknown region 'sleeves'"):
+    generate.parse_style(f"sleeves={tmp_path}/b.png:{tmp_path}/b_parsing.png")
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(runs, tmp_path):

@@ -8,6 +8,9 @@ Examples:
   python -m spg_jax.convert discriminator --input checkpoints/PoseTransfer_deepfashion/latest_net_netD.pth \\
       --output weights/discriminator_df.npz
   python -m spg_jax.convert vgg19 --input vgg19-dcbb9e9d.pth --output weights/vgg19.npz
+  python -m spg_jax.convert inception --input inception_v3_google-0cc3c7bd.pth --output weights/inception_tv.npz
+  python -m spg_jax.convert lpips --alexnet alexnet-owt-7be5be79.pth \\
+      --heads lpips/weights/v0.1/alex.pth --output weights/lpips_alex.npz
 
 Each run reads one `.pth` (with torch, `weights_only=True`), maps every key onto the Flax network,
 stops with the list of missing, unexpected or mis-shaped keys if the file does not fit, and writes an
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
+import importlib
 import json
 import os
 import sys
@@ -30,15 +33,8 @@ import numpy as np
 
 from spg_jax.convert.state_dict import ConversionError
 from spg_jax.convert.torch_io import load_torch_state_dict
-from spg_jax.weights import save_weights
+from spg_jax.weights import file_sha256, save_weights
 
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _convert_generator(args, state) -> tuple[dict, dict]:
@@ -87,6 +83,12 @@ def _convert_vgg19(args, state) -> tuple[dict, dict]:
   return vgg.convert(state, model, args.input), {"network": "vgg19_features"}
 
 
+def _convert_inception(args, state) -> tuple[dict, dict]:
+  from spg_jax.convert import inception  # pylint: disable=import-outside-toplevel
+
+  return inception.run(args, state)
+
+
 def _jsonable(tree: Any) -> Any:
   return json.loads(json.dumps(tree, default=str))
 
@@ -97,6 +99,16 @@ CONVERTERS = {
     "flownet": (_convert_flownet, "Intr-Flow flow/visibility network `best_net_netF.pth` with its `train_opt.json`"),
     "discriminator": (_convert_discriminator, "official PatchGAN discriminator `latest_net_netD.pth`"),
     "vgg19": (_convert_vgg19, "torchvision ImageNet VGG19 (`vgg19-dcbb9e9d.pth`) for the perceptual loss"),
+    "inception": (_convert_inception, "Inception-v3 for FID: torchvision `inception_v3_google-*.pth` "
+                  "(legacy protocol) or pytorch-fid `pt_inception-2015-12-05-6726825d.pth` (standard)"),
+}
+
+
+# Converters that read several files or need options of their own: module with
+# `add_arguments(parser)` and `run(args) -> (variables, metadata)`, and the help text.
+MODULE_CONVERTERS = {
+    "lpips": ("spg_jax.convert.lpips", "LPIPS v0.1: torchvision ImageNet AlexNet (`alexnet-owt-7be5be79.pth`) "
+              "and the lpips wheel's heads (`lpips/weights/v0.1/alex.pth`)"),
 }
 
 
@@ -112,28 +124,39 @@ def build_parser() -> argparse.ArgumentParser:
     if name == "generator":
       p.add_argument("--variant", choices=("deepfashion", "market"), default=None,
                      help="expected variant; the conversion stops if the file is the other one (default: accept either)")
+    if name == "inception":
+      from spg_jax.convert import inception  # pylint: disable=import-outside-toplevel
+      inception.add_arguments(p)
     if name == "flownet":
       p.add_argument("--options", metavar="JSON", default=None,
                      help="required: the Intr-Flow `train_opt.json` saved beside the .pth (gives the architecture)")
+  for name, (module, help_text) in MODULE_CONVERTERS.items():
+    p = sub.add_parser(name, help=help_text, description=f"Convert {help_text}.")
+    importlib.import_module(module).add_arguments(p)
+    p.add_argument("--output", required=True, metavar="NPZ", help="spg_jax weights file to write (.npz)")
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  convert_fn, _ = CONVERTERS[args.network]
   try:
-    state = load_torch_state_dict(args.input)
-    variables, meta = convert_fn(args, state)
+    if args.network in MODULE_CONVERTERS:
+      variables, meta = importlib.import_module(MODULE_CONVERTERS[args.network][0]).run(args)
+      read = "sources and their SHA-256 in the metadata"
+    else:
+      convert_fn, _ = CONVERTERS[args.network]
+      state = load_torch_state_dict(args.input)
+      variables, meta = convert_fn(args, state)
+      meta.update(source=os.path.abspath(args.input), source_sha256=file_sha256(args.input))
+      read = f"{len(state)} official tensors read"
   except (ConversionError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  meta.update(source=os.path.abspath(args.input), source_sha256=_sha256(args.input),
-              num_parameters=int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {})))))
+  meta.update(num_parameters=int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {})))))
   out_dir = os.path.dirname(os.path.abspath(args.output))
   os.makedirs(out_dir, exist_ok=True)
   save_weights(args.output, variables, meta)
-  print(f"wrote {args.output}: {meta['network']}, {meta['num_parameters']:,} parameters, "
-        f"{len(state)} official tensors read")
+  print(f"wrote {args.output}: {meta['network']}, {meta['num_parameters']:,} parameters, {read}")
   return 0
 
 

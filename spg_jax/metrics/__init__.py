@@ -3,6 +3,9 @@
 * `ssim`: scikit-image-exact SSIM and the protocol variants of the pose-transfer literature.
 * `image`: per-image L1 and PSNR, and the official float -> uint8 conversion.
 * `segmentation`: accumulable confusion matrix and mean IoU.
+* `lpips`: LPIPS v0.1 with AlexNet (its network and converted weights).
+* `inception`, `fid`: Inception-v3 pool features in both FID protocols; statistics, the Fréchet
+  distance and the real-set statistics cache.
 """
 
 from spg_jax.metrics.image import l1_distance, psnr, to_uint8_values

@@ -147,6 +147,9 @@ class SPGNetGenerator(nn.Module):
   `mutable=['batch_stats']`), and either `noise` (a dict from the names of `sean_layer_names` to
   (B, H_l, W_l, 1) maps), `deterministic=True` (no SEAN noise) or an RNG stream named `noise`.
   `return_features=True` also returns a dict of intermediate features for inspection.
+  `style_codes` (B, 20, style_dim), e.g. from `encode_style` with some regions' codes taken from
+  other images, replaces the codes the style encoder would compute from the source (region-wise
+  style control); the source image still feeds the appearance encoder.
   """
 
   config: GeneratorConfig = GeneratorConfig()
@@ -166,6 +169,7 @@ class SPGNetGenerator(nn.Module):
       noise: NoiseMaps | None = None,
       deterministic: bool = False,
       return_features: bool = False,
+      style_codes: jax.Array | None = None,
   ):
     cfg = self.config
     b, h, w, _ = source_image.shape
@@ -185,8 +189,12 @@ class SPGNetGenerator(nn.Module):
         raise KeyError(f"noise maps given but none for SEAN layer {layer!r}")
       return noise[layer]
 
-    style_codes = StyleEncoder(style_dim=cfg.style_dim, dtype=self.dtype, name="style_encoder")(
-        source_image, source_parsing)
+    encoder = StyleEncoder(style_dim=cfg.style_dim, dtype=self.dtype, name="style_encoder")
+    if style_codes is None:
+      style_codes = encoder(source_image, source_parsing)
+    elif style_codes.shape != (b, cfg.num_classes, cfg.style_dim):
+      raise ValueError(f"style_codes has shape {style_codes.shape}, expected ({b}, {cfg.num_classes}, "
+                       f"{cfg.style_dim})")
     sean_sizes = dict(style_dim=cfg.style_dim, spade_hidden=cfg.sean_hidden)
     features["style_codes"] = style_codes
 
@@ -241,6 +249,14 @@ class SPGNetGenerator(nn.Module):
 
     out = conv2d(3, 7, dtype=dt, name="dec_output")(reflect_pad(x, 3)).astype(jnp.float32)
     return (out, features) if return_features else out
+
+
+def encode_style(config: GeneratorConfig, variables: Mapping[str, Any], image: jax.Array,
+                 parsing: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:
+  """Per-region style codes (B, 20, style_dim) float32 of `image` (B, H, W, 3) in [−1, 1] with its
+  one-hot `parsing` (B, H, W, 20), by the style encoder inside the generator's `variables`."""
+  encoder = StyleEncoder(style_dim=config.style_dim, dtype=dtype)
+  return encoder.apply({"params": variables["params"]["style_encoder"]}, image, parsing)
 
 
 def dummy_inputs(config: GeneratorConfig, batch: int, height: int, width: int) -> dict[str, jax.Array]:

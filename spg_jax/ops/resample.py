@@ -6,7 +6,6 @@ All functions take NHWC arrays and are pure and jit-able; output sizes are stati
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
