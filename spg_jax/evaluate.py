@@ -45,7 +45,7 @@ METRICS = {
     "ssim_patn": ("SSIM (PATN)", "Gaussian σ = 1.5, population covariance, data range of the "
                   "generated image", True),
     "ssim_gfla": ("SSIM (GFLA)", "51×51 uniform window on [0, 1] images", True),
-    "l1": ("L1", "mean |generated − truth| on [−1, 1] images", False),
+    "l1": ("L1", "mean absolute difference on [−1, 1] images", False),
     "psnr": ("PSNR (dB)", "on 0..255 uint8 values", True),
     "miou": ("stage-1 mIoU", "20 CIHP classes, over classes present in truth or prediction", True),
     "fid_legacy": ("FID (legacy)", "torchvision Inception-v3, the protocol of SPGNet's published FID",
@@ -57,10 +57,12 @@ METRICS = {
 GFLA_WINDOW = 51  # the GFLA SSIM window: smaller images have no valid SSIM region
 NOT_COMPUTED = {
     "ssim_gfla": f"not computed: the images are smaller than GFLA's {GFLA_WINDOW}×{GFLA_WINDOW} window",
-    "fid_legacy": "not computed: needs the Inception-v3 weights (not available in this version)",
-    "fid": "not computed: needs the pytorch-fid Inception weights (not available in this version)",
+    "fid_legacy": "not computed: FID is not yet part of --mode eval (spg_jax.metrics.fid computes it from "
+                  "spg_jax.metrics.inception features)",
+    "fid": "not computed: FID is not yet part of --mode eval (spg_jax.metrics.fid computes it from "
+           "spg_jax.metrics.inception features)",
     "lpips": "not computed: set config.eval.lpips_weights (python -m spg_jax.convert lpips ...)",
-    "pckh": "not computed: needs the OpenPose pose estimator (not available in this version)",
+    "pckh": "not computed: the OpenPose pose estimator is not yet ported",
 }
 
 
