@@ -6,7 +6,7 @@ statistics of the two). All functions here run on the host.
 
 The real-image statistics are expensive (the SPGNet protocol uses the whole DeepFashion training set)
 and the official scripts cache them as `statistics.npz` inside the image folder, reusing a stale file
-silently (docs/peers-and-metrics.md §8, pitfall 10). `cached_statistics` instead names the cache file
+silently. `cached_statistics` instead names the cache file
 by a hash of everything that determines the statistics and checks the stored key on every read.
 """
 

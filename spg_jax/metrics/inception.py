@@ -1,8 +1,7 @@
 """Inception-v3 pool features for FID, in the two protocols of the pose-transfer literature.
 
 Both feature extractors are Inception-v3 up to `Mixed_7c` followed by a global average pool, giving
-2048-d features per image. They differ in weights, in three pooling layers and in preprocessing
-(see docs/peers-and-metrics.md §5.4):
+2048-d features per image. They differ in weights, in three pooling layers and in preprocessing:
 
 * `'torchvision'` — the LEGACY "GFLA" FID behind SPGNet's, GFLA's, DPTN's, PIDM's and CFLD's numbers:
   torchvision `inception_v3` with the ImageNet IMAGENET1K_V1 weights (`inception_v3_google-*.pth`).
