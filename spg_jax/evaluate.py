@@ -75,7 +75,8 @@ def crop_width(images: np.ndarray, width: int | None) -> np.ndarray:
 
 
 def make_test_step(fn: StepFunctions, crop: int | None):
-  """(state, frozen, batch) → per-pair metrics (B,), generated images, labels and the confusion.
+  """(state, frozen, batch) → per-pair metrics (B,), generated images, labels, the confusion, and
+  the batch's pair indices and validity.
 
   generated: (B, H, W, 3) in [-1, 1]; generated_uint8: the official uint8 conversion of it.
   `lpips_variables` None: no LPIPS; else LPIPS of the `crop`-wide centre crops.
@@ -101,7 +102,8 @@ def make_test_step(fn: StepFunctions, crop: int | None):
         l1=image_metrics.l1_distance(gen_u8 / 127.5 - 1, tgt_u8 / 127.5 - 1),
         psnr=image_metrics.psnr(gen_u8, tgt_u8, 255.0),
         confusion=segmentation.confusion_matrix(out["parsing"], truth, NUM_CLASSES),
-        generated=generated, generated_uint8=gen_u8.astype(jnp.uint8), parsing=out["parsing"])
+        generated=generated, generated_uint8=gen_u8.astype(jnp.uint8), parsing=out["parsing"],
+        index=batch["index"], valid=batch["valid"])
 
   return test_step
 
@@ -150,22 +152,20 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
     lpips_variables = jax.device_put(lpips.load_lpips_weights(config.eval.lpips_weights), replicated)
   test_step = jax.jit(make_test_step(run.fn, config.eval.crop_width), in_shardings=in_sh + (replicated,),
                       out_shardings=replicated)
-  # The batch's pair indices and validity, gathered so that process 0 sees every process's rows.
-  gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(run.mesh))
   per_pair = {k: [] for k in ("ssim_official", "ssim_patn", "l1", "psnr")}
   if lpips_variables is not None:
     per_pair["lpips"] = []
   if min(source.image_size) >= GFLA_WINDOW:
     per_pair["ssim_gfla"] = []
   confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-  sheet_rows, sheet_n = [], int(config.eval.num_sample_pairs)
+  sheet_rows, sheet_n = [], int(config.eval.num_sample_pairs)  # from the first batch
   logging.info("evaluating step %d on %s: %d pairs in %d batches of %d", step, source.name,
                source.num_pairs, num_batches, bsz)
   for b, host_batch in enumerate(pipeline.padded_batches(ds, bsz, num_batches)):
     batch = sharding.global_batch(host_batch, run.mesh)
     out = jax.device_get(test_step(state, run.frozen, batch, lpips_variables))
-    index, valid = jax.device_get(gather((batch["index"], batch["valid"])))
-    valid = valid.astype(bool)
+    # Replicated outputs: process 0 sees every process's rows, with their pair indices.
+    index, valid = out["index"], out["valid"].astype(bool)
     confusion += out["confusion"]
     for k in per_pair:
       per_pair[k].append(out[k][valid])
@@ -174,7 +174,7 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
       generated = crop_width(out["generated_uint8"], config.eval.crop_width)
       for i in np.flatnonzero(valid):
         visualize.write_png(os.path.join(image_dir, f"{int(index[i]):05d}.png"), generated[i])
-      if len(sheet_rows) < sheet_n and b == 0:
+      if b == 0:
         n = min(sheet_n, int(valid.sum()), len(host_batch["valid"]))
         sheet_rows.append(visualize.sample_grid(
             host_batch["source_image"][:n], host_batch["target_pose"][:n], out["parsing"][:n],

@@ -154,8 +154,7 @@ class Generator:
     self._render = jax.jit(self._render_image)
 
   def _predict_parsing(self, batch):
-    stage1 = ({"params": self.state.params["parsing"], "batch_stats": self.state.batch_stats["parsing"]}
-              if self.fn.trains_stage1 else self.frozen.parsing)
+    stage1 = self.fn.stage1_variables(self.state, self.frozen)
     logits, _ = self.fn._stage1(stage1, batch, train=False)  # pylint: disable=protected-access
     return jnp.argmax(logits, -1).astype(jnp.int32)
 
@@ -213,18 +212,20 @@ def _onehot(labels: jax.Array) -> jax.Array:
   return jax.nn.one_hot(labels, len(CIHP_CLASSES), dtype=jnp.float32)
 
 
+JOB_FIELDS = ("source_image", "source_parsing", "source_keypoints", "target_keypoints", "output")
+
+
 def _jobs(args) -> list[dict[str, Any]]:
+  need = JOB_FIELDS
   if args.pairs:
     with open(args.pairs, newline="", encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
-    need = ("source_image", "source_parsing", "source_keypoints", "target_keypoints", "output")
     for i, row in enumerate(rows):
       missing = [k for k in need if not row.get(k)]
       if missing:
         raise InputError(f"{args.pairs}: row {i + 2} lacks {missing} (header: {','.join(need)}[,style])")
       row["style"] = [s for s in (row.get("style") or "").split(";") if s.strip()]
     return rows
-  need = ("source_image", "source_parsing", "source_keypoints", "target_keypoints", "output")
   missing = [f"--{k}" for k in need if getattr(args, k) is None]
   if missing:
     raise InputError(f"missing {', '.join(missing)} (or give --pairs)")
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", required=True, help="the config file the workdir was trained with")
   parser.add_argument("--workdir", required=True, help="a training workdir (its latest checkpoint is used)")
-  for name in ("source_image", "source_parsing", "source_keypoints", "target_keypoints", "output"):
+  for name in JOB_FIELDS:
     parser.add_argument(f"--{name}")
   parser.add_argument("--style", action="append", help="REGION=IMAGE:PARSING (repeatable)")
   parser.add_argument("--pairs", help="CSV of pairs (batch mode)")

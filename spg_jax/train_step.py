@@ -284,26 +284,31 @@ class StepFunctions:
   # -------------------------------------------------------------------------------------------
   # Evaluation.
 
+  def stage1_variables(self, state: TrainState, frozen: Frozen) -> PyTree:
+    """Stage 1's {'params', 'batch_stats'}: trained in the state, or frozen (sequential scheme)."""
+    if not self.trains_stage1:
+      return frozen.parsing
+    return {"params": state.params["parsing"], "batch_stats": state.batch_stats["parsing"]}
+
   def predict(self, state: TrainState, frozen: Frozen, batch: dict, *,
               true_parsing: bool = False) -> dict[str, jax.Array]:
     """Inference as users run it: stage 1's arg-max parsing feeds stage 2; no noise, running stats.
 
-    `true_parsing=True` feeds stage 2 the batch's target parsing instead (the setting stage 2 trains
-    in under the parallel scheme), which separates stage-2 quality from stage-1 errors.
     Returns generated (B, H, W, 3) in [-1, 1], parsing (B, H, W) int32 stage-1 labels, and the
-    flow / visibility the generator used.
+    flow / visibility the generator used. `true_parsing=True` also returns generated_true_parsing:
+    stage 2 fed the batch's target parsing instead (the setting stage 2 trains in under the parallel
+    scheme), which separates stage-2 quality from stage-1 errors; stage 1 and the flow run once.
     """
-    stage1 = frozen.parsing if not self.trains_stage1 else {
-        "params": state.params["parsing"], "batch_stats": state.batch_stats["parsing"]}
-    logits, _ = self._stage1(stage1, batch, train=False)
+    logits, _ = self._stage1(self.stage1_variables(state, frozen), batch, train=False)
     labels = jnp.argmax(logits, -1).astype(jnp.int32)
-    fed = onehot_parsing(batch["target_parsing"]) if true_parsing else jax.nn.one_hot(
-        labels, NUM_CLASSES, dtype=jnp.float32)
     flow, vis = flow_inputs(self.nets, frozen, batch)
-    generated, _ = self._generate(
-        {"params": state.params["generator"], "batch_stats": state.batch_stats["generator"]}, batch,
-        fed, flow, vis, train=False, rng=None)
-    return dict(generated=generated, parsing=labels, flow=flow, visibility=vis[..., 0])
+    generator = {"params": state.params["generator"], "batch_stats": state.batch_stats["generator"]}
+    generate = lambda fed: self._generate(generator, batch, fed, flow, vis, train=False, rng=None)[0]
+    out = dict(generated=generate(jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)), parsing=labels,
+               flow=flow, visibility=vis[..., 0])
+    if true_parsing:
+      out["generated_true_parsing"] = generate(onehot_parsing(batch["target_parsing"]))
+    return out
 
   def eval_step(self, state: TrainState, frozen: Frozen, batch: dict) -> dict[str, jax.Array]:
     """Sums over the valid pairs of a batch: SSIM, L1, count and the stage-1 confusion matrix.
@@ -316,12 +321,11 @@ class StepFunctions:
       baseline_copy_{ssim,l1}     the source image as the prediction;
       baseline_warp_{ssim,l1}     the source image warped by the batch's flow (when it has one).
     """
-    out = self.predict(state, frozen, batch)
+    out = self.predict(state, frozen, batch, true_parsing=True)
     valid = batch["valid"]
     validf = valid.astype(jnp.float32)
     target = batch["target_image"]
-    predictions = {"": out["generated"],
-                   "true_parsing_": self.predict(state, frozen, batch, true_parsing=True)["generated"],
+    predictions = {"": out["generated"], "true_parsing_": out["generated_true_parsing"],
                    "baseline_copy_": batch["source_image"]}
     if "flow" in batch:
       predictions["baseline_warp_"] = warp_by_flow(batch["source_image"], batch["flow"].astype(jnp.float32))

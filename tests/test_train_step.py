@@ -77,9 +77,10 @@ def test_eval_step_sums_match_independent_references(batch):
   sums = jax.device_get(jax.jit(fn.eval_step)(state, frozen, padded))
   out = jax.device_get(jax.jit(fn.predict)(state, frozen, padded))
   out_true = jax.device_get(jax.jit(functools.partial(fn.predict, true_parsing=True))(state, frozen, padded))
+  np.testing.assert_array_equal(out_true["generated"], out["generated"])
   assert sums["count"] == 3
   target = batch["target_image"]
-  cases = {"": out["generated"], "true_parsing_": out_true["generated"],
+  cases = {"": out["generated"], "true_parsing_": out_true["generated_true_parsing"],
            "baseline_copy_": batch["source_image"]}
   for prefix, image in cases.items():
     ssim = sum(_skimage_ssim(image[i], target[i]) for i in range(3))
@@ -87,7 +88,7 @@ def test_eval_step_sums_match_independent_references(batch):
     assert float(sums[f"{prefix}ssim_sum"]) == pytest.approx(ssim, abs=3e-5), prefix
     assert float(sums[f"{prefix}l1_sum"]) == pytest.approx(l1, rel=1e-5), prefix
   # Stage 2 fed the true parsing is a different input from stage 1's (random) prediction.
-  assert np.max(np.abs(out["generated"] - out_true["generated"])) > 1e-3
+  assert np.max(np.abs(out["generated"] - out_true["generated_true_parsing"])) > 1e-3
   truth = batch["target_parsing"][:3].reshape(-1)
   predicted = out["parsing"][:3].reshape(-1)
   expected = np.zeros((20, 20), np.int64)
