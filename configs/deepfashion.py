@@ -84,4 +84,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.crop_width = 176
   # LPIPS in `--mode eval`: a weights file from `python -m spg_jax.convert lpips`; None = not computed.
   config.eval.lpips_weights = ml_collections.config_dict.placeholder(str)
+  # FID in `--mode eval` (saved test images vs the training split's images), one protocol per
+  # weights file from `python -m spg_jax.convert inception`; None = that row not computed.
+  #   fid_legacy_weights: --variant torchvision (inception_v3_google-*.pth), the legacy protocol
+  #     behind SPGNet's published FID;
+  #   fid_weights: --variant pytorch_fid (pt_inception-2015-12-05-6726825d.pth), standard FID.
+  config.eval.fid_legacy_weights = ml_collections.config_dict.placeholder(str)
+  config.eval.fid_weights = ml_collections.config_dict.placeholder(str)
+  # Where the training set's Inception statistics are cached (keyed by protocol, weights, data, crop
+  # and size, so any workdir may share them); None = $XDG_CACHE_HOME/spg_jax/fid_stats
+  # (~/.cache/spg_jax/fid_stats).
+  config.eval.fid_cache_dir = ml_collections.config_dict.placeholder(str)
+  # None: every image enters the statistics. 64 reproduces the official scripts, which dropped the
+  # last N mod 64 images of each set (8,512 of DeepFashion's 8,570 test images).
+  config.eval.fid_drop_remainder = ml_collections.config_dict.placeholder(int)
+  # Market-1501's mask-SSIM (PATN person masks from the target keypoints); not a DeepFashion metric.
+  config.eval.mask_ssim = False
   return config

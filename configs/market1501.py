@@ -14,4 +14,5 @@ def get_config():
   config.data.augment = True  # official Market training setting (use_augmentation=1)
   config.model.generator.update(variant="market", num_scales=5, num_warp_scales=4, sean_kernel=3)
   config.eval.crop_width = None  # 128 × 64 images are evaluated whole
+  config.eval.mask_ssim = True  # the Market protocol's mask-SSIM beside the plain one
   return config

@@ -11,18 +11,36 @@
                             the paper's figure beside it
 
 Inference is what users run: stage 1's arg-max parsing feeds stage 2 (`StepFunctions.predict`).
-Every pair counts (no "drop the last N mod 64"). SSIM, L1 and PSNR are computed on the uint8
-images (the official float → uint8 truncation) at the network's resolution, as the official test
-script does; LPIPS (when `eval.lpips_weights` is set) on the saved, cropped images. Metrics not
-computed (FID, PCKh, LPIPS without weights) are listed in the table with the reason.
+Every pair counts (no "drop the last N mod 64", unless `eval.fid_drop_remainder` asks for it in FID).
+SSIM, L1 and PSNR are computed on the uint8 images (the official float → uint8 truncation) at the
+network's resolution, as the official test script does. On the saved (uint8, cropped) images:
+  * LPIPS, when `eval.lpips_weights` names a converted AlexNet-LPIPS file;
+  * FID in each protocol whose Inception weights are set: `eval.fid_legacy_weights` (torchvision
+    Inception, the legacy protocol behind SPGNet's published FID) and `eval.fid_weights` (pytorch-fid
+    weights, standard FID). Generated features are computed batch by batch on the device while the
+    pairs are generated. The real set follows the official protocol (generated test images against
+    real TRAINING images): the prepared datasets hold pairs rather than the image folder, so it is
+    every distinct image (by content) of the training split's pairs, once, in pair order (source,
+    then target), cropped like the generated ones. Its statistics take a long pass on real data
+    (tens of thousands of images, logged as it goes), so they are cached in `eval.fid_cache_dir`
+    (default `$XDG_CACHE_HOME/spg_jax/fid_stats`, i.e. ~/.cache/spg_jax/fid_stats), keyed by the
+    protocol, the weights file's SHA-256, the data (`real_set_identity`), the crop, the image size
+    and the remainder rule; a changed key recomputes.
+Market-1501's mask-SSIM (`eval.mask_ssim`) multiplies both uint8 images by PATN's person mask drawn
+from the target keypoints (`spg_jax.metrics.pose_mask`) before PATN's SSIM. Metrics not computed
+(PCKh, and the others when not configured) are listed in the table with the reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import os
-from typing import Any
+import time
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +48,10 @@ import ml_collections
 import numpy as np
 
 from spg_jax import sharding, visualize
+from spg_jax.metrics import fid, inception, lpips, pose_mask, segmentation, ssim
 from spg_jax.metrics import image as image_metrics
-from spg_jax.metrics import lpips, segmentation, ssim
 from spg_jax.train_step import NUM_CLASSES, StepFunctions, TrainState, Frozen, parsing_labels
+from spg_jax.weights import file_sha256
 
 # SPGNet (CVPR 2021) Table 1, S1∥S2, DeepFashion 256 × 176; stage-1 mIoU from the supplementary.
 PAPER = {"deepfashion": {"ssim_official": 0.782, "fid_legacy": 12.243, "lpips": 0.2105, "pckh": 0.97,
@@ -45,25 +64,35 @@ METRICS = {
     "ssim_patn": ("SSIM (PATN)", "Gaussian σ = 1.5, population covariance, data range of the "
                   "generated image", True),
     "ssim_gfla": ("SSIM (GFLA)", "51×51 uniform window on [0, 1] images", True),
+    "ssim_mask": ("mask-SSIM", "Market-1501: both uint8 images times PATN's person mask from the target "
+                  "keypoints (limb rectangles and joint discs of radius 4, 5×5 closing), then SSIM (PATN)",
+                  True),
     "l1": ("L1", "mean absolute difference on [−1, 1] images", False),
     "psnr": ("PSNR (dB)", "on 0..255 uint8 values", True),
     "miou": ("stage-1 mIoU", "20 CIHP classes, over classes present in truth or prediction", True),
-    "fid_legacy": ("FID (legacy)", "torchvision Inception-v3, the protocol of SPGNet's published FID",
-                   False),
-    "fid": ("FID (standard)", "pytorch-fid Inception weights", False),
+    "fid_legacy": ("FID (legacy)", "torchvision Inception-v3 and the pre-2019 pytorch-fid preprocessing, "
+                   "the protocol of SPGNet's published FID; saved test images against the training split's", False),
+    "fid": ("FID (standard)", "pytorch-fid (TF-ported) Inception weights; saved test images against the "
+            "training split's", False),
     "lpips": ("LPIPS", "AlexNet, v0.1 heads, on the saved (uint8, cropped) images", False),
     "pckh": ("PCKh", "OpenPose COCO estimator, per-axis head-box rule", True),
 }
 GFLA_WINDOW = 51  # the GFLA SSIM window: smaller images have no valid SSIM region
 NOT_COMPUTED = {
     "ssim_gfla": f"not computed: the images are smaller than GFLA's {GFLA_WINDOW}×{GFLA_WINDOW} window",
-    "fid_legacy": "not computed: FID is not yet part of --mode eval (spg_jax.metrics.fid computes it from "
-                  "spg_jax.metrics.inception features)",
-    "fid": "not computed: FID is not yet part of --mode eval (spg_jax.metrics.fid computes it from "
-           "spg_jax.metrics.inception features)",
+    "ssim_mask": "not computed: set config.eval.mask_ssim=True (the Market-1501 protocol; needs OpenPose-18 "
+                 "target keypoints)",
+    "fid_legacy": "not computed: set config.eval.fid_legacy_weights (python -m spg_jax.convert inception "
+                  "--variant torchvision ...)",
+    "fid": "not computed: set config.eval.fid_weights (python -m spg_jax.convert inception --variant "
+           "pytorch_fid ...)",
     "lpips": "not computed: set config.eval.lpips_weights (python -m spg_jax.convert lpips ...)",
     "pckh": "not computed: the OpenPose pose estimator is not yet ported",
 }
+# FID metric key → (Inception variant, the config.eval key of its weights file).
+FID_PROTOCOLS = {"fid_legacy": ("torchvision", "fid_legacy_weights"), "fid": ("pytorch_fid", "fid_weights")}
+REAL_SET_SELECTION = ("each distinct image (by content) of the split's pairs once, in pair order, source "
+                      "then target")
 
 
 def crop_width(images: np.ndarray, width: int | None) -> np.ndarray:
@@ -78,8 +107,11 @@ def make_test_step(fn: StepFunctions, crop: int | None):
   """(state, frozen, batch) → per-pair metrics (B,), generated images, labels, the confusion, and
   the batch's pair indices and validity.
 
-  generated: (B, H, W, 3) in [-1, 1]; generated_uint8: the official uint8 conversion of it.
-  `lpips_variables` None: no LPIPS; else LPIPS of the `crop`-wide centre crops.
+  generated: (B, H, W, 3) in [-1, 1]; saved_uint8: (B, H, W', 3) uint8, the official uint8
+  conversion of it centre-cropped to `crop` (W' = min(W, crop)): the saved PNGs' values.
+  `lpips_variables` None: no LPIPS; else LPIPS of the `crop`-wide centre crops. A batch with a
+  `target_mask` ((B, H, W) bool, `pose_mask.person_masks` of the target keypoints) also gets
+  mask-SSIM.
   """
 
   def test_step(state: TrainState, frozen: Frozen, batch: dict, lpips_variables) -> dict[str, jax.Array]:
@@ -95,6 +127,8 @@ def make_test_step(fn: StepFunctions, crop: int | None):
       # On the saved images (uint8 values, cropped), as the official script reads them back.
       to_unit = lambda u8: crop_width(u8, crop) / 127.5 - 1
       extra["lpips"] = lpips.lpips_distance(lpips_variables, to_unit(gen_u8), to_unit(tgt_u8))
+    if "target_mask" in batch:
+      extra["ssim_mask"] = ssim.masked_ssim(generated, target, batch["target_mask"], quantize=True)
     return dict(
         **extra,
         ssim_official=ssim.ssim_spgnet(generated, target, quantize=True),
@@ -102,10 +136,306 @@ def make_test_step(fn: StepFunctions, crop: int | None):
         l1=image_metrics.l1_distance(gen_u8 / 127.5 - 1, tgt_u8 / 127.5 - 1),
         psnr=image_metrics.psnr(gen_u8, tgt_u8, 255.0),
         confusion=segmentation.confusion_matrix(out["parsing"], truth, NUM_CLASSES),
-        generated=generated, generated_uint8=gen_u8.astype(jnp.uint8), parsing=out["parsing"],
+        generated=generated, saved_uint8=crop_width(gen_u8, crop).astype(jnp.uint8), parsing=out["parsing"],
         index=batch["index"], valid=batch["valid"])
 
   return test_step
+
+
+# ---------------------------------------------------------------------------------------------
+# FID: the Inception models, the real set and its cached statistics.
+
+
+@dataclasses.dataclass(frozen=True)
+class FidModel:
+  """One configured FID protocol.
+
+  Attributes:
+    metric: 'fid_legacy' or 'fid' (the results key).
+    variant: its Inception variant, 'torchvision' or 'pytorch_fid'.
+    weights: the converted weights file (`python -m spg_jax.convert inception`).
+    variables: the Inception variables, replicated on the mesh.
+  """
+  metric: str
+  variant: str
+  weights: str
+  variables: Any
+
+
+def load_fid_models(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> list[FidModel]:
+  """The FID protocols whose weights `config.eval` names (none, one or both), weights on the mesh."""
+  models = []
+  for metric, (variant, key) in FID_PROTOCOLS.items():
+    path = config.eval.get(key)
+    if path:
+      variables = inception.load_inception_weights(path, variant)  # clear errors for a wrong file
+      models.append(FidModel(metric, variant, os.fspath(path),
+                             jax.device_put(variables, sharding.replicated(mesh))))
+  return models
+
+
+@functools.lru_cache(maxsize=None)
+def fid_feature_function(variant: str, mesh: jax.sharding.Mesh) -> Callable[[Any, Any], jax.Array]:
+  """The jitted (variables, images) → (B, 2048) float32 Inception pool features of `variant`'s protocol.
+
+  images: (B, H, W, 3) uint8, e.g. the saved images, read as the official scripts read the files
+  (here via [-1, 1], which `inception.preprocess` maps to [0, 1]). Both arguments and the result are
+  replicated on `mesh`; the batch is split over its devices inside (B must divide evenly). One
+  function per (variant, mesh), so that the generated and the real images, and repeated evaluations
+  in one process, share one compiled program per image shape.
+  """
+  model = inception.InceptionV3Features(variant=variant)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  def features(variables, images):
+    images = jax.lax.with_sharding_constraint(images, batch_sharding)
+    return model.apply(variables, inception.preprocess(images.astype(jnp.float32) / 127.5 - 1.0, variant))
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(features, in_shardings=(replicated, replicated), out_shardings=replicated)
+
+
+def default_fid_cache_dir() -> str:
+  """`$XDG_CACHE_HOME/spg_jax/fid_stats` (~/.cache/spg_jax/fid_stats): shared by all workdirs, since
+  the real-set statistics depend on the data and the weights only, never on the model."""
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "spg_jax", "fid_stats")
+
+
+def _tfds_name(config: ml_collections.ConfigDict) -> str:
+  # The dataset `train._tfds_source` reads for this config.
+  names = {"deepfashion": "spg_deepfashion", "market1501": "spg_market1501"}
+  return names[config.data.name] + (f"/{config.data.tfds_config}" if config.data.tfds_config else "")
+
+
+def _pair_images(source, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(source images, target images) of every pair of `source` in order, each (n, H, W, 3) uint8."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def images(index):
+    pair = source.fetch(index)  # unused features (parsings, flows) are pruned from the graph
+    return pair["source_image"], pair["target_image"]
+
+  ds = tf.data.Dataset.range(source.num_pairs).map(images, num_parallel_calls=tf.data.AUTOTUNE,
+                                                   deterministic=True)
+  yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def real_set_identity(config: ml_collections.ConfigDict, source) -> dict[str, Any]:
+  """What identifies the real image set (the training split `source` of `config`) in the cache key.
+
+  Prepared TFDS datasets: the full name with version, the split, its number of pairs, and the
+  split's byte count and shard lengths from the dataset's metadata (a re-preparation from other
+  files changes them; moving the data directory does not). Synthetic persons: the seed, the number
+  of pairs, the size, and a SHA-256 of every image (rendering is cheap; a change of the renderer
+  changes it).
+  """
+  d = config.data
+  if d.name == "synthetic":
+    digest = hashlib.sha256()
+    for src, tgt in _pair_images(source):
+      for i in range(len(src)):
+        digest.update(src[i].tobytes())
+        digest.update(tgt[i].tobytes())
+    return dict(data="synthetic", seed=int(d.synthetic.train_seed), num_pairs=int(source.num_pairs),
+                image_size=list(source.image_size), images_sha256=digest.hexdigest())
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from input_pipeline import datasets  # pylint: disable=g-import-not-at-top,unused-import  (registers)
+
+  builder = tfds.builder(_tfds_name(config), data_dir=d.data_dir)
+  split = builder.info.splits[str(d.train_split).split("[")[0]]
+  return dict(data=builder.info.full_name, split=str(d.train_split), num_pairs=int(source.num_pairs),
+              split_num_bytes=int(split.num_bytes), shard_lengths=[int(n) for n in split.shard_lengths])
+
+
+def real_set_key(config: ml_collections.ConfigDict, source, variant: str, weights: str,
+                 identity: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The cache key material of the real-set statistics (`fid.cached_statistics`).
+
+  Args:
+    config: the evaluation config (crop, remainder rule, data).
+    source: the training split's `PairSource`.
+    variant: the Inception variant (protocol).
+    weights: its weights file; the key holds the file's SHA-256, not its name.
+    identity: `real_set_identity(config, source)`, when already computed.
+  """
+  height, width = source.image_size
+  crop = config.eval.crop_width
+  drop = config.eval.get("fid_drop_remainder")
+  return dict(protocol=variant, weights_sha256=file_sha256(weights),
+              real_set=identity if identity is not None else real_set_identity(config, source),
+              selection=REAL_SET_SELECTION, crop_width=crop,
+              image_size=[int(height), int(width if crop is None else min(crop, width))],
+              network_input=inception.INPUT_SIZE,
+              drop_remainder_batch=None if drop is None else int(drop))
+
+
+@dataclasses.dataclass(frozen=True)
+class RealStatistics:
+  """Real-set statistics of one protocol.
+
+  Attributes:
+    mu, sigma: (2048,) and (2048, 2048) float64; None on processes other than 0.
+    num_images: the number of images they summarise (before any remainder drop); None if the cache
+      file came without its description.
+    cache_file: where they are cached.
+    reused: read from the cache rather than computed.
+  """
+  mu: np.ndarray
+  sigma: np.ndarray
+  num_images: int | None
+  cache_file: str
+  reused: bool
+
+
+class _CacheMiss(Exception):
+  pass
+
+
+def _read_cache(cache_dir: str, key: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+  """The cached (mu, sigma) of `key`, or None."""
+
+  def miss():
+    raise _CacheMiss
+
+  try:
+    # Reading through `cached_statistics` keeps its checks (stored key compared, unreadable files
+    # ignored); the raising compute function turns a miss into None instead of a computation.
+    return fid.cached_statistics(cache_dir, key, miss)
+  except _CacheMiss:
+    return None
+
+
+def _real_features(source, crop: int | None, batch_size: int, models: list[FidModel],
+                   mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """Features of the real set (`REAL_SET_SELECTION`) for each model, in one pass over the data.
+
+  Every process reads every pair (the set of distinct images must be the same everywhere) and feeds
+  the same replicated batches of `batch_size` (the global evaluation batch, whose program the
+  generated images compile anyway); the features come back replicated. Returns
+  {metric: (N, 2048) float32} in image order.
+  """
+  fns = {m.metric: fid_feature_function(m.variant, mesh) for m in models}
+  replicated = sharding.replicated(mesh)
+  features: dict[str, list[np.ndarray]] = {m.metric: [] for m in models}
+  seen: set[bytes] = set()
+  pending: list[np.ndarray] = []
+  pairs = 0
+  start = last_log = time.monotonic()
+
+  def flush():
+    n = len(pending)
+    batch = np.stack(pending + [np.zeros_like(pending[0])] * (batch_size - n))
+    batch = jax.make_array_from_process_local_data(replicated, batch)
+    out = jax.device_get({m.metric: fns[m.metric](m.variables, batch) for m in models})
+    for k, v in out.items():
+      features[k].append(np.asarray(v)[:n])
+    pending.clear()
+
+  for src, tgt in _pair_images(source):
+    for i in range(len(src)):
+      for image in (src[i], tgt[i]):
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+        if digest in seen:
+          continue
+        seen.add(digest)
+        pending.append(crop_width(image, crop))
+        if len(pending) == batch_size:
+          flush()
+    pairs += len(src)
+    if time.monotonic() - last_log > 30 or pairs == source.num_pairs:
+      last_log = time.monotonic()
+      logging.info("FID real set: %d / %d pairs read, %d distinct images, %.0f s", pairs, source.num_pairs,
+                   len(seen), last_log - start)
+  if pending:
+    flush()
+  return {k: np.concatenate(v) for k, v in features.items()}
+
+
+def real_set_statistics(config: ml_collections.ConfigDict, source, models: list[FidModel],
+                        mesh: jax.sharding.Mesh) -> dict[str, RealStatistics]:
+  """Real-set statistics of each FID model: from the cache, or computed (one pass for all) and cached.
+
+  Args:
+    config: the evaluation config: `eval.fid_cache_dir` (None = `default_fid_cache_dir()`),
+      `eval.fid_drop_remainder`, `eval.crop_width`, `eval.batch_size` and the data.
+    source: the training split's `PairSource` (`train.setup_run(...).train_source`).
+    models: `load_fid_models(config, mesh)`.
+    mesh: the evaluation mesh.
+
+  Returns:
+    {metric: RealStatistics}; mu and sigma are None on processes other than 0 (only it writes the
+    table and the cache).
+  """
+  if not models:
+    return {}
+  cache_dir = config.eval.get("fid_cache_dir") or default_fid_cache_dir()
+  drop = config.eval.get("fid_drop_remainder")
+  identity = real_set_identity(config, source)
+  keys = {m.metric: real_set_key(config, source, m.variant, m.weights, identity) for m in models}
+  is_chief = jax.process_index() == 0
+  found = {k: _read_cache(cache_dir, key) if is_chief else None for k, key in keys.items()}
+  hits = np.array([found[m.metric] is not None for m in models])
+  if jax.process_count() > 1:
+    # Process 0 decides (its cache may be the only one): a miss is a collective computation.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    hits = np.asarray(multihost_utils.broadcast_one_to_all(hits))
+  out = {}
+  for model, hit in zip(models, hits):
+    if hit:
+      path = fid.cache_path(cache_dir, keys[model.metric])
+      mu, sigma = found[model.metric] if is_chief else (None, None)
+      num = _read_description(path).get("num_images") if is_chief else None
+      logging.info("FID real set (%s): reusing the statistics of %s images in %s", model.variant,
+                   num if num is not None else "?", path)
+      out[model.metric] = RealStatistics(mu, sigma, num, str(path), reused=True)
+  missing = [m for m, hit in zip(models, hits) if not hit]
+  if missing:
+    logging.info("FID real set: computing the statistics of %s (%s) for %s; cache %s", source.name,
+                 REAL_SET_SELECTION, ", ".join(m.variant for m in missing), cache_dir)
+    features = _real_features(source, config.eval.crop_width, int(config.eval.batch_size), missing, mesh)
+    for model in missing:
+      feats = features[model.metric]
+      path = fid.cache_path(cache_dir, keys[model.metric])
+      mu = sigma = None
+      if is_chief:  # the only process that needs them (it writes the table) and writes the cache
+        mu, sigma = fid.statistics(feats, drop)
+        fid.cached_statistics(cache_dir, keys[model.metric], lambda: (mu, sigma))  # pylint: disable=cell-var-from-loop
+        _write_description(path, keys[model.metric], len(feats))
+      logging.info("FID real set (%s): %d images; statistics cached in %s", model.variant, len(feats), path)
+      out[model.metric] = RealStatistics(mu, sigma, len(feats), str(path), reused=False)
+  return out
+
+
+def _description_path(cache_file) -> str:
+  return os.path.splitext(os.fspath(cache_file))[0] + ".json"
+
+
+def _write_description(cache_file, key: dict[str, Any], num_images: int) -> None:
+  # A readable account of a cache file beside it (its key, and the image count for the table).
+  with open(_description_path(cache_file), "w") as f:
+    json.dump(dict(num_images=int(num_images), key=json.loads(fid.canonical_key(key))), f, indent=2)
+
+
+def _read_description(cache_file) -> dict[str, Any]:
+  try:
+    with open(_description_path(cache_file)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _target_keypoints(source) -> np.ndarray:
+  """(num_pairs, 18, 2) float32 target keypoints of every pair of `source`, in pair order."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  ds = tf.data.Dataset.range(source.num_pairs).map(lambda i: source.fetch(i)["target_keypoints"],
+                                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return np.concatenate(list(ds.batch(1024).as_numpy_iterator()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The table and the evaluation.
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -117,7 +447,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     entry = results["metrics"][key]
     value = f"{entry['value']:.4f}" if entry.get("value") is not None else entry["note"]
     paper = entry.get("paper")
-    lines.append(f"| {name} | {value} | {protocol} | {entry.get('num_pairs', '')} | "
+    detail = f"; {entry['detail']}" if entry.get("detail") else ""
+    lines.append(f"| {name} | {value} | {protocol}{detail} | {entry.get('num_pairs', '')} | "
                  f"{'' if paper is None else paper} |")
   return "\n".join(lines) + "\n"
 
@@ -150,30 +481,49 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   lpips_variables = None
   if config.eval.get("lpips_weights"):
     lpips_variables = jax.device_put(lpips.load_lpips_weights(config.eval.lpips_weights), replicated)
+  # The real-set statistics first: a missing weights file or training split fails before the long
+  # generation, and on a cache miss their pass over the training images logs its progress.
+  fid_models = load_fid_models(config, run.mesh)
+  real_stats = real_set_statistics(config, run.train_source, fid_models, run.mesh)
+  fid_fns = {m.metric: fid_feature_function(m.variant, run.mesh) for m in fid_models}
+  target_keypoints = _target_keypoints(source) if config.eval.get("mask_ssim") else None
   test_step = jax.jit(make_test_step(run.fn, config.eval.crop_width), in_shardings=in_sh + (replicated,),
                       out_shardings=replicated)
   per_pair = {k: [] for k in ("ssim_official", "ssim_patn", "l1", "psnr")}
   if lpips_variables is not None:
     per_pair["lpips"] = []
+  if target_keypoints is not None:
+    per_pair["ssim_mask"] = []
   if min(source.image_size) >= GFLA_WINDOW:
     per_pair["ssim_gfla"] = []
+  gen_features = {m.metric: [] for m in fid_models}
+  gen_index = []
   confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   sheet_rows, sheet_n = [], int(config.eval.num_sample_pairs)  # from the first batch
   logging.info("evaluating step %d on %s: %d pairs in %d batches of %d", step, source.name,
                source.num_pairs, num_batches, bsz)
   for b, host_batch in enumerate(pipeline.padded_batches(ds, bsz, num_batches)):
+    if target_keypoints is not None:
+      # Padding rows (index 0, valid False) get pair 0's mask; they count nowhere.
+      host_batch["target_mask"] = pose_mask.person_masks(target_keypoints[host_batch["index"]],
+                                                         *source.image_size)
     batch = sharding.global_batch(host_batch, run.mesh)
-    out = jax.device_get(test_step(state, run.frozen, batch, lpips_variables))
+    out = test_step(state, run.frozen, batch, lpips_variables)
+    # Inception on the saved images, on the device, before anything comes back to the host.
+    fid_out = {m.metric: fid_fns[m.metric](m.variables, out["saved_uint8"]) for m in fid_models}
+    out, fid_out = jax.device_get((out, fid_out))
     # Replicated outputs: process 0 sees every process's rows, with their pair indices.
     index, valid = out["index"], out["valid"].astype(bool)
     confusion += out["confusion"]
     for k in per_pair:
       per_pair[k].append(out[k][valid])
+    for k, v in fid_out.items():
+      gen_features[k].append(np.asarray(v)[valid])
+    gen_index.append(index[valid])
     if is_chief:
       # The PNGs hold the values the metrics saw (the official truncating conversion).
-      generated = crop_width(out["generated_uint8"], config.eval.crop_width)
       for i in np.flatnonzero(valid):
-        visualize.write_png(os.path.join(image_dir, f"{int(index[i]):05d}.png"), generated[i])
+        visualize.write_png(os.path.join(image_dir, f"{int(index[i]):05d}.png"), out["saved_uint8"][i])
       if b == 0:
         n = min(sheet_n, int(valid.sum()), len(host_batch["valid"]))
         sheet_rows.append(visualize.sample_grid(
@@ -191,6 +541,22 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
              for k, v in values.items()}
   metrics["miou"] = dict(value=float(segmentation.mean_iou(confusion)), num_pairs=num_pairs,
                          paper=paper.get("miou"))
+  if fid_models and is_chief:
+    # In pair order, i.e. the order of the PNGs' names, which is what a remainder drop cuts.
+    order = np.argsort(np.concatenate(gen_index), kind="stable")
+    drop = config.eval.get("fid_drop_remainder")
+    for model in fid_models:
+      generated = np.concatenate(gen_features[model.metric])[order]
+      real = real_stats[model.metric]
+      value = fid.frechet_distance(*fid.statistics(generated, drop), real.mu, real.sigma)
+      used = len(fid.apply_drop_remainder(generated, drop))
+      metrics[model.metric] = dict(
+          value=value, num_pairs=used, paper=paper.get(model.metric), weights=model.weights,
+          real_set=run.train_source.name, num_real_images=real.num_images, drop_remainder_batch=drop,
+          statistics_cache=real.cache_file,
+          detail=f"real set: {real.num_images if real.num_images is not None else 'the'} distinct images of "
+                 f"`{run.train_source.name}`" + (f"; the last N mod {drop} of each set dropped" if drop else ""))
+      logging.info("%s = %.4f (%d generated images, %s real)", model.metric, value, used, real.num_images)
   for key, note in NOT_COMPUTED.items():
     if key not in metrics:
       metrics[key] = dict(value=None, note=note, paper=paper.get(key))

@@ -1,7 +1,8 @@
 """`spg_jax.ops.region` and `spg_jax.ops.sean` against brute-force NumPy (float64 loops / formulas).
 
 Bounds (float32, O(1) values): region means and broadcasts 1e-6 absolute (means of <= 48 values);
-the SEAN modulation 1e-5 absolute (a few float32 products of N(0, 1) values).
+the SEAN modulation 1e-5 absolute (a few float32 products of N(0, 1) values); the per-sample
+region-code convolution 1e-5 of the largest output (sums of ≤ 150 float32 products).
 """
 
 from __future__ import annotations
@@ -130,6 +131,39 @@ def test_region_pool_then_broadcast_round_trip_equals_loop_under_jit_within_1e_6
   means = _loop_region_average(features, labels)
   ref = np.stack([means[bi][labels[bi]] for bi in range(2)])
   np.testing.assert_allclose(ours, ref, rtol=0, atol=REGION_TOL)
+
+
+def _numpy_conv_of_painted_map(labels: np.ndarray, codes: np.ndarray, kernel: np.ndarray, pad: int) -> np.ndarray:
+  """float64 loops: paint every pixel with its class code, zero-pad, correlate with the kernel."""
+  b, h, w = labels.shape
+  kh, kw, _, o = kernel.shape
+  painted = np.pad(codes[np.arange(b)[:, None, None], labels].astype(np.float64),
+                   ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out = np.zeros((b, h + 2 * pad - kh + 1, w + 2 * pad - kw + 1, o))
+  for y in range(out.shape[1]):
+    for x in range(out.shape[2]):
+      window = painted[:, y:y + kh, x:x + kw, :]
+      out[:, y, x] = np.einsum("bhwd,hwdo->bo", window, kernel.astype(np.float64))
+  return out
+
+
+@pytest.mark.parametrize("ksize,pad", [(5, 2), (3, 1), (3, 0)])
+def test_region_code_conv_equals_convolution_of_the_painted_code_map_within_1e_5(ksize, pad):
+  rng = np.random.default_rng(7)
+  b, h, w, d, o = 3, 9, 7, 6, 4
+  labels = _labels_with_absent_classes(rng, b, h, w)
+  codes = rng.standard_normal((b, K, d)).astype(np.float32)
+  kernel = rng.standard_normal((ksize, ksize, d, o)).astype(np.float32)
+  ours = np.asarray(jax.jit(region.region_code_conv, static_argnums=3)(
+      jnp.asarray(_one_hot(labels)), jnp.asarray(codes), jnp.asarray(kernel), pad))
+  ref = _numpy_conv_of_painted_map(labels, codes, kernel, pad)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_region_code_conv_rejects_mismatched_classes():
+  with pytest.raises(ValueError, match="differ in B or K"):
+    region.region_code_conv(jnp.zeros((1, 4, 4, K)), jnp.zeros((1, K - 1, 3)), jnp.zeros((3, 3, 3, 2)), 1)
 
 
 def _sigmoid(z: float) -> float:

@@ -424,18 +424,60 @@ def test_training_writes_checkpoints_logs_samples_and_reproducible_metrics(runs,
   assert metrics == {k: v for k, v in validation.items() if k != "step"}
 
 
-def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp_path):
-  """`--mode eval` on the six-step checkpoint: one PNG per test pair, and the table's SSIM, L1 and
-  PSNR recomputed from those PNGs and the ground truth with scikit-image and NumPy."""
+# The eval-mode test projects the Inception features onto FID_DIMS fixed random directions: scipy's
+# sqrtm of a 2048 × 2048 matrix takes 10–60 s on a two-core CPU, the pipeline under test (features of
+# the saved and of the training images, statistics, cache, distance, table) does not depend on the
+# dimension, and the 6 training images of the test give a non-singular covariance in up to 5 (a
+# projection rather than a slice, because random weights leave some features at 0 for every image).
+FID_DIMS = 5
+FID_PROJECTION = np.random.default_rng(0).standard_normal((2048, FID_DIMS)) / np.sqrt(2048)
+
+
+def _random_inception_weights(path: pathlib.Path, variant: str, seed: int) -> None:
+  """An Inception-v3 weights file as `python -m spg_jax.convert inception` writes it, random weights.
+
+  He-normal kernels and batch-norm statistics away from the identity keep the features O(1) and
+  varied (the trained file is ~100 MB and not available to the tests).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
+  from spg_jax.metrics import inception  # pylint: disable=g-import-not-at-top
+  from spg_jax.weights import save_weights  # pylint: disable=g-import-not-at-top
+
+  template = jax.eval_shape(inception.InceptionV3Features(variant=variant).init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, inception.MIN_INPUT_SIZE, inception.MIN_INPUT_SIZE, 3),
+                                                 np.float32))
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for name, leaf in traverse_util.flatten_dict(template, sep="/").items():
+    if name.endswith("/kernel"):
+      value = rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(2 / np.prod(leaf.shape[:-1])))
+    elif name.endswith(("/scale", "/var")):
+      value = rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
+    else:  # bias, mean
+      value = rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+    flat[name] = value
+  save_weights(path, traverse_util.unflatten_dict(flat, sep="/"),
+               {"network": inception.NETWORK, "config": {"variant": variant}})
+
+
+def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp_path, monkeypatch, caplog):
+  """`--mode eval` on the six-step checkpoint: one PNG per test pair, and the table's SSIM, L1,
+  PSNR, LPIPS and mask-SSIM recomputed from those PNGs and the ground truth with scikit-image and
+  NumPy; both FIDs (random-weight Inception files) recomputed from the features of the PNGs and of
+  the training images, with the real-set statistics cached, reused, and keyed by the weights."""
+  from scipy import linalg  # pylint: disable=g-import-not-at-top
   from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # pylint: disable=g-import-not-at-top
 
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from input_pipeline import pipeline, sources  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from spg_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from spg_jax import evaluate, sharding, train  # pylint: disable=g-import-not-at-top
+  from tests.test_metrics_pose_mask import legacy_polygon, reference_mask  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
 
-  from spg_jax.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from spg_jax.metrics import fid, inception, lpips  # pylint: disable=g-import-not-at-top
   from spg_jax.weights import save_weights  # pylint: disable=g-import-not-at-top
 
   workdir = tmp_path / "workdir"
@@ -445,9 +487,21 @@ def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp
                                        np.zeros((1, 32, 32, 3), np.float32))
   lpips_variables = jax.tree.map(np.abs, jax.device_get(lpips_variables))
   save_weights(tmp_path / "lpips.npz", lpips_variables, {"network": lpips.NETWORK_NAME})
+  weights = {"fid_legacy": ("torchvision", tmp_path / "inception_legacy.npz"),
+             "fid": ("pytorch_fid", tmp_path / "inception_standard.npz")}
+  for seed, (variant, path) in enumerate(weights.values()):
+    _random_inception_weights(path, variant, seed)
   config = tiny_config(RUN_STEPS)
   config.eval.batch_size = 3  # 8 pairs: the last batch is padded
   config.eval.lpips_weights = str(tmp_path / "lpips.npz")
+  config.eval.fid_legacy_weights = str(weights["fid_legacy"][1])
+  config.eval.fid_weights = str(weights["fid"][1])
+  config.eval.fid_cache_dir = str(tmp_path / "fid_cache")
+  config.eval.mask_ssim = True
+  config.data.synthetic.train_pairs = 3  # the FID real set: the training split's 6 images
+  feature_fn = evaluate.fid_feature_function
+  monkeypatch.setattr(evaluate, "fid_feature_function",
+                      lambda variant, mesh: lambda v, x: np.asarray(feature_fn(variant, mesh)(v, x)) @ FID_PROJECTION)
   results = evaluate.evaluate_test_set(config, str(workdir))
   out = workdir / f"eval_{RUN_STEPS}"
   pngs = sorted((out / "images").glob("*.png"))
@@ -472,8 +526,69 @@ def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp
   to_unit = lambda u8: u8.astype(np.float32) / 127.5 - 1
   expected_lpips = np.asarray(lpips.lpips_distance(lpips_variables, to_unit(generated), to_unit(target_u8)))
   assert m["lpips"]["value"] == pytest.approx(float(np.mean(expected_lpips)), rel=1e-5)
-  assert m["fid"]["value"] is None and "not computed" in m["fid"]["note"]
   assert m["ssim_gfla"]["value"] is None and "51×51 window" in m["ssim_gfla"]["note"]  # 32×32 images
+
+  # mask-SSIM: PATN's masks (its script's scikit-image polygon rule) on both images, PATN's SSIM.
+  target_kp = sources.synthetic_arrays(config.data.synthetic.eval_seed, 8, 32, 32)["target_keypoints"]
+  mask_ssim = []
+  for g, t, kp in zip(generated, target_u8, target_kp):
+    mask = reference_mask(kp, 32, 32, polygon_fn=legacy_polygon)[..., None]
+    g, t = g * mask, t * mask
+    mask_ssim.append(structural_similarity(t, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                           channel_axis=-1, data_range=float(g.max()) - float(g.min())))
+  assert m["ssim_mask"]["value"] == pytest.approx(float(np.mean(mask_ssim)), abs=1e-5)
+
+  # FID: features of the PNGs and of the training images (source, then target, of each pair), with
+  # the same compiled feature function and projection; statistics and distance recomputed here.
+  train_arrays = sources.synthetic_arrays(config.data.synthetic.train_seed, 3, 32, 32)
+  real_images = np.stack([train_arrays[k][i] for i in range(3) for k in ("source_image", "target_image")])
+  mesh = sharding.make_mesh(config.mesh.fsdp)
+
+  def features(fn, variables, images):  # in the evaluation's batches of 3, zero-padded
+    padded = np.concatenate([images, np.zeros((-len(images) % 3,) + images.shape[1:], np.uint8)])
+    rows = [np.asarray(fn(variables, padded[i:i + 3])) for i in range(0, len(padded), 3)]
+    return np.concatenate(rows)[:len(images)] @ FID_PROJECTION
+
+  fid_values = {}
+  for metric, (variant, path) in weights.items():
+    variables = jax.device_put(inception.load_inception_weights(path, variant), sharding.replicated(mesh))
+    gen_f = features(feature_fn(variant, mesh), variables, generated)
+    real_f = features(feature_fn(variant, mesh), variables, real_images)
+    entry = m[metric]
+    assert entry["num_pairs"] == 8 and entry["num_real_images"] == 6
+    with np.load(entry["statistics_cache"]) as cached:
+      np.testing.assert_allclose(cached["mu"], np.mean(real_f, axis=0), rtol=1e-6)
+      np.testing.assert_allclose(cached["sigma"], np.cov(real_f, rowvar=False), rtol=1e-6, atol=1e-12)
+    mu_g, sigma_g = np.mean(gen_f, axis=0), np.cov(gen_f, rowvar=False)
+    mu_r, sigma_r = np.mean(real_f, axis=0), np.cov(real_f, rowvar=False)
+    expected = (np.sum((mu_g - mu_r) ** 2) + np.trace(sigma_g) + np.trace(sigma_r)
+                - 2 * np.trace(linalg.sqrtm(sigma_g @ sigma_r)).real)
+    assert entry["value"] == pytest.approx(expected, rel=1e-6)
+    fid_values[metric] = entry["value"]
+  assert fid_values["fid"] != pytest.approx(fid_values["fid_legacy"], rel=1e-3)  # rows not swapped
+
+  # Another evaluation reuses the cached statistics (no pass over the training images) ...
+  train_source = sources.synthetic_source(config.data.synthetic.train_seed, 3, (32, 32))
+  models = [evaluate.FidModel(metric, variant, str(path), None) for metric, (variant, path) in weights.items()]
+  cache_files = [pathlib.Path(m[k]["statistics_cache"]) for k in weights]
+  mtimes = [p.stat().st_mtime_ns for p in cache_files]
+  caplog.set_level("INFO")
+  caplog.clear()
+  again = evaluate.real_set_statistics(config, train_source, models, mesh)
+  assert all(s.reused and s.num_images == 6 for s in again.values())
+  assert [p.stat().st_mtime_ns for p in cache_files] == mtimes
+  assert "reusing the statistics of 6 images" in caplog.text and "FID real set: 3 / 3 pairs" not in caplog.text
+  # ... and a changed weights file, protocol or training set makes another key.
+  identity = evaluate.real_set_identity(config, train_source)
+  other_set = evaluate.real_set_identity(config, sources.synthetic_source(99, 3, (32, 32)))
+  key = lambda path=weights["fid_legacy"][1], variant="torchvision", real_set=identity: fid.cache_path(
+      config.eval.fid_cache_dir, evaluate.real_set_key(config, train_source, variant, path, real_set))
+  assert key() == cache_files[0]
+  data = bytearray(weights["fid_legacy"][1].read_bytes())
+  data[len(data) // 2] ^= 1  # a file one bit apart: the key holds the content's hash, not the name
+  changed = tmp_path / "inception_legacy_changed.npz"
+  changed.write_bytes(bytes(data))
+  assert len({key(), key(path=changed), key(variant="pytorch_fid"), key(real_set=other_set)}) == 4
 
 
 def test_generate_cli_region_style_swap_and_input_errors(runs, tmp_path, capsys):

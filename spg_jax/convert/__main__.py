@@ -11,6 +11,7 @@ Examples:
   python -m spg_jax.convert inception --input inception_v3_google-0cc3c7bd.pth --output weights/inception_tv.npz
   python -m spg_jax.convert lpips --alexnet alexnet-owt-7be5be79.pth \\
       --heads lpips/weights/v0.1/alex.pth --output weights/lpips_alex.npz
+  python -m spg_jax.convert pose_estimator --input pose_estimator.h5 --output weights/pose_estimator.npz
 
 Each run reads one `.pth` (with torch, `weights_only=True`), maps every key onto the Flax network,
 stops with the list of missing, unexpected or mis-shaped keys if the file does not fit, and writes an
@@ -109,6 +110,8 @@ CONVERTERS = {
 MODULE_CONVERTERS = {
     "lpips": ("spg_jax.convert.lpips", "LPIPS v0.1: torchvision ImageNet AlexNet (`alexnet-owt-7be5be79.pth`) "
               "and the lpips wheel's heads (`lpips/weights/v0.1/alex.pth`)"),
+    "pose_estimator": ("spg_jax.convert.pose_estimator", "the PCKh pose estimator: CMU OpenPose COCO model as "
+                       "the Keras `pose_estimator.h5` (Deformable-GAN / PATN / SPGNet downloads)"),
 }
 
 

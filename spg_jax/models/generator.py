@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from spg_jax.models.layers import BatchNorm, ConvBN, SpectralNormConv2d, conv2d, reflect_pad
-from spg_jax.models.sean import SPADE_HIDDEN, STYLE_DIM, SEANNorm, StyleEncoder
+from spg_jax.models.sean import SPADE_HIDDEN, STYLE_CONVS, STYLE_DIM, SEANNorm, StyleEncoder
 from spg_jax.ops.resample import pixel_shuffle, pool_flow, pool_visibility
 from spg_jax.ops.warp import warp_by_flow
 
@@ -57,6 +57,8 @@ class GeneratorConfig:
     num_classes: parsing classes (20, CIHP).
     style_dim: length of the per-region style codes (official 128).
     sean_hidden: channels of SEAN's parsing branch (official 64).
+    sean_style_conv: how SEAN convolves the painted style codes, 'direct' or 'per_sample' (the same
+      function; see `SEANNorm`). Not a property of the weights.
   """
 
   variant: str = "deepfashion"
@@ -68,8 +70,11 @@ class GeneratorConfig:
   num_classes: int = 20
   style_dim: int = STYLE_DIM
   sean_hidden: int = SPADE_HIDDEN
+  sean_style_conv: str = "direct"
 
   def __post_init__(self):
+    if self.sean_style_conv not in STYLE_CONVS:
+      raise ValueError(f"GeneratorConfig.sean_style_conv must be one of {STYLE_CONVS}, got {self.sean_style_conv!r}")
     if self.variant not in ("deepfashion", "market"):
       raise ValueError(f"GeneratorConfig.variant must be 'deepfashion' or 'market', got {self.variant!r}")
     if not 0 <= self.num_warp_scales <= self.num_scales:
@@ -116,13 +121,15 @@ class SPGBlock(nn.Module):
   sean_kernel: int
   style_dim: int = STYLE_DIM
   sean_hidden: int = SPADE_HIDDEN
+  style_conv: str = "direct"
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, skip, segmap, style_codes, *, train, noise_a=None, noise=None, deterministic=False):
     c = x.shape[-1]
     sean = lambda name: SEANNorm(skip.shape[-1], self.sean_kernel, style_dim=self.style_dim,
-                                 spade_hidden=self.sean_hidden, dtype=self.dtype, name=name)
+                                 spade_hidden=self.sean_hidden, style_conv=self.style_conv, dtype=self.dtype,
+                                 name=name)
     a = sean("conv_a_norm")(skip, segmap, style_codes, train=train, noise=noise_a, deterministic=deterministic)
     a = SpectralNormConv2d(c, 1, dtype=self.dtype, name="conv_a")(nn.relu(a), train)
     h = jnp.concatenate([x, a.astype(x.dtype)], axis=-1)
@@ -195,7 +202,7 @@ class SPGNetGenerator(nn.Module):
     elif style_codes.shape != (b, cfg.num_classes, cfg.style_dim):
       raise ValueError(f"style_codes has shape {style_codes.shape}, expected ({b}, {cfg.num_classes}, "
                        f"{cfg.style_dim})")
-    sean_sizes = dict(style_dim=cfg.style_dim, spade_hidden=cfg.sean_hidden)
+    sean_sizes = dict(style_dim=cfg.style_dim, spade_hidden=cfg.sean_hidden, style_conv=cfg.sean_style_conv)
     features["style_codes"] = style_codes
 
     # Encoders. Skips are kept per (level, block) for the decoder.
@@ -243,7 +250,7 @@ class SPGNetGenerator(nn.Module):
             x, target_parsing, style_codes, noise=noise_for(up_name), **sean_kw)
       for i in reversed(range(2)):
         block = f"dec_{level}_res_{i}"
-        x = SPGBlock(cfg.sean_kernel, cfg.style_dim, cfg.sean_hidden, dtype=dt, name=block)(
+        x = SPGBlock(cfg.sean_kernel, cfg.style_dim, cfg.sean_hidden, cfg.sean_style_conv, dtype=dt, name=block)(
             x, skips[level, i], target_parsing, style_codes,
             noise_a=noise_for(f"{block}.conv_a_norm"), noise=noise_for(f"{block}.conv_norm"), **sean_kw)
 

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spg_jax.models.layers import BatchNorm, ConvTranspose2d, conv2d, reflect_pad
+from spg_jax.models.layers import BatchNorm, ConvTranspose2d, conv2d, kaiming_normal, reflect_pad
 from spg_jax.ops import normalization as norm_ops
-from spg_jax.ops.region import broadcast_region_codes, region_average_pool
+from spg_jax.ops.region import broadcast_region_codes, region_average_pool, region_code_conv
 from spg_jax.ops.resample import nearest_resize
 from spg_jax.ops.sean import sean_modulation
 
@@ -29,6 +29,7 @@ Dtype = Any
 NUM_CLASSES = 20
 STYLE_DIM = 128
 SPADE_HIDDEN = 64
+STYLE_CONVS = ("direct", "per_sample")
 
 
 class StyleEncoder(nn.Module):
@@ -58,6 +59,32 @@ class StyleEncoder(nn.Module):
     return region_average_pool(x, seg)
 
 
+class ConvParams(nn.Module):
+  """The kernel (k, k, in, out) and bias (out,) of a `conv2d`, declared but not applied.
+
+  Same names, shapes, initialisers and RNG order as `conv2d(out, k, name=...)`, so checkpoints and
+  converted weights are unchanged, while the caller may apply several kernels as one convolution.
+  """
+
+  in_features: int
+  features: int
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    k = self.kernel_size
+    kernel = self.param("kernel", kaiming_normal, (k, k, self.in_features, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return kernel, bias
+
+
+def _conv_same(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Dtype) -> jax.Array:
+  pad = kernel.shape[0] // 2
+  y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (1, 1), ((pad, pad), (pad, pad)),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias.astype(dtype)
+
+
 class SEANNorm(nn.Module):
   """The official `ACE` layer: noise, parameter-free BatchNorm, blended style/SPADE modulation.
 
@@ -70,6 +97,13 @@ class SEANNorm(nn.Module):
     4. γ_s, β_s = conv_k(M); a = ReLU(conv_k(P)); γ_p, β_p = conv_k(a) (SPADE).
     5. `sean_modulation` blends the two with learned sigmoid weights.
 
+  Computation: each γ/β pair that shares an input is one convolution with the two kernels
+  concatenated (three convolutions instead of five). `style_conv` chooses how conv_k(M) runs, the
+  same function either way: 'direct' paints M (B, H, W, 128) and convolves it; 'per_sample'
+  convolves P itself with per-sample kernels (`region_code_conv`: 20 input channels instead of
+  128, a grouped convolution). The parameters keep the official layout (`conv_gamma`, `conv_beta`,
+  `spade_shared`, `spade_gamma`, `spade_beta`).
+
   Noise: pass `noise` (B, H, W, 1) to feed a specific map (parity tests, reproducible sampling);
   otherwise, with `deterministic=True` no noise is added, and with `deterministic=False` a map is
   drawn from the `noise` RNG stream. The official code always draws, at test time too.
@@ -80,6 +114,7 @@ class SEANNorm(nn.Module):
   num_classes: int = NUM_CLASSES
   style_dim: int = STYLE_DIM
   spade_hidden: int = SPADE_HIDDEN
+  style_conv: str = "direct"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -117,12 +152,20 @@ class SEANNorm(nn.Module):
     seg = nearest_resize(segmap, (h, w)).astype(self.dtype)
     mu = jnp.einsum("bjd,jde->bje", style_codes.astype(jnp.float32), fc_kernel) + fc_bias
     mu = nn.relu(mu)
-    style_map = broadcast_region_codes(seg, mu.astype(self.dtype))
-    gamma_style = conv2d(c, k, padding=pad, dtype=self.dtype, name="conv_gamma")(style_map)
-    beta_style = conv2d(c, k, padding=pad, dtype=self.dtype, name="conv_beta")(style_map)
+    params = lambda name, cin: ConvParams(cin, c, k, name=name)()
+    (k_gs, b_gs), (k_bs, b_bs) = params("conv_gamma", self.style_dim), params("conv_beta", self.style_dim)
+    style_kernel, style_bias = jnp.concatenate([k_gs, k_bs], -1), jnp.concatenate([b_gs, b_bs])
+    if self.style_conv == "direct":
+      style = _conv_same(broadcast_region_codes(seg, mu.astype(self.dtype)), style_kernel, style_bias, self.dtype)
+    elif self.style_conv == "per_sample":
+      style = region_code_conv(seg, mu, style_kernel, pad) + style_bias.astype(self.dtype)
+    else:
+      raise ValueError(f"{self.name}: style_conv must be one of {STYLE_CONVS}, got {self.style_conv!r}")
     actv = nn.relu(conv2d(self.spade_hidden, k, padding=pad, dtype=self.dtype, name="spade_shared")(seg))
-    gamma_spade = conv2d(c, k, padding=pad, dtype=self.dtype, name="spade_gamma")(actv)
-    beta_spade = conv2d(c, k, padding=pad, dtype=self.dtype, name="spade_beta")(actv)
+    (k_gp, b_gp), (k_bp, b_bp) = params("spade_gamma", self.spade_hidden), params("spade_beta", self.spade_hidden)
+    spade = _conv_same(actv, jnp.concatenate([k_gp, k_bp], -1), jnp.concatenate([b_gp, b_bp]), self.dtype)
+    gamma_style, beta_style = jnp.split(style, 2, axis=-1)
+    gamma_spade, beta_spade = jnp.split(spade, 2, axis=-1)
     out = sean_modulation(
         x_hat,
         gamma_style.astype(jnp.float32),
