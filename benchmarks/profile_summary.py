@@ -5,7 +5,8 @@ profiler plugin needed) and prints, per step:
   * GPU kernel time (sum of kernel durations on the device's streams) and the number of kernels;
   * the wall time of the step's XLA module;
   * kernel time by category (cuDNN convolutions, matmuls, XLA fusions, copies, other);
-  * the most expensive kernels and HLO ops (the device's "XLA Ops" line), with counts.
+  * the most expensive kernels, layers (the JAX name stack each kernel carries) and networks, and
+    HLO ops (the device's "XLA Ops" line, where the trace has one), with counts.
 
   python -m benchmarks.profile_summary DIR --steps 3
 """
@@ -93,6 +94,18 @@ def summarise(trace: dict, steps: int, top: int = 25) -> str:
       out.append(f"| {us / steps / 1e3:.2f} | {count[name] / steps:.0f} | {us / count[name]:.1f} | {name[:110]} |")
 
   table(kernels, "Top kernels")
+  # Kernels carry the JAX name stack of the op that launched them (args.name, e.g.
+  # "jit(train_step)/transpose(jvp(SPATN))/up_1/conv_general_dilated"): the layer and the pass.
+  scoped = [dict(e, name=e.get("args", {}).get("name") or "(no scope: XLA fusion or copy)") for e in kernels]
+  table(scoped, "Top layers (forward: jvp(...), backward: transpose(jvp(...)))")
+  network = collections.Counter()
+  for e in scoped:
+    m = re.search(r"(transpose\()?jvp\((\w+)\)", e["name"])
+    network[(m.group(2) + (" backward" if m.group(1) else " forward")) if m else
+            (e["name"].split("/")[1] if e["name"].count("/") > 1 else "other")] += e["dur"]
+  out.append("\n| network and pass | ms / step |\n| --- | ---: |")
+  for name, us in network.most_common():
+    out.append(f"| {name} | {us / steps / 1e3:.2f} |")
   if ops:
     # HLO op names end in a number (fusion.123); grouping by the stem shows which kind of op costs.
     stems = [dict(e, name=re.sub(r"[.\d]+$", "", e["name"])) for e in ops]

@@ -100,4 +100,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.fid_drop_remainder = ml_collections.config_dict.placeholder(int)
   # Market-1501's mask-SSIM (PATN person masks from the target keypoints); not a DeepFashion metric.
   config.eval.mask_ssim = False
+  # PCKh in `--mode eval`: the OpenPose COCO pose estimator of the PCKh scripts, a weights file from
+  # `python -m spg_jax.convert pose_estimator --input pose_estimator.h5 --output ...`; None = not computed.
+  config.eval.pckh_weights = ml_collections.config_dict.placeholder(str)
+  # Its multi-scale inference, factors x of x · 368 / H (integers divide as in the scripts' Python 2).
+  # The scripts' four scales run the 52 M-parameter network at up to 2.2× the image size, the costliest
+  # metric at DeepFashion size; fewer scales are cheaper but another protocol (the table says which).
+  config.eval.pckh_scale_search = (0.5, 1, 1.5, 2)
   return config

@@ -9,6 +9,7 @@
                             parsing | generated | ground truth
   results.json, results.md  every metric with its protocol and variant, the number of pairs, and
                             the paper's figure beside it
+  pckh_keypoints.csv        with PCKh: the keypoints detected on each generated image
 
 Inference is what users run: stage 1's arg-max parsing feeds stage 2 (`StepFunctions.predict`).
 Every pair counts (no "drop the last N mod 64", unless `eval.fid_drop_remainder` asks for it in FID).
@@ -27,20 +28,33 @@ network's resolution, as the official test script does. On the saved (uint8, cro
     protocol, the weights file's SHA-256, the data (`real_set_identity`), the crop, the image size
     and the remainder rule; a changed key recomputes.
 Market-1501's mask-SSIM (`eval.mask_ssim`) multiplies both uint8 images by PATN's person mask drawn
-from the target keypoints (`spg_jax.metrics.pose_mask`) before PATN's SSIM. Metrics not computed
-(PCKh, and the others when not configured) are listed in the table with the reason.
+from the target keypoints (`spg_jax.metrics.pose_mask`) before PATN's SSIM.
+PCKh (`eval.pckh_weights`, a converted OpenPose COCO file) follows the PCKh scripts of PATN / SPGNet
+(`spg_jax.metrics.pckh`): the pose estimator runs, with the scripts' multi-scale inference
+(`eval.pckh_scale_search`), on every generated image at the network's resolution, uncropped (SPGNet
+runs it on its 256 × 256 outputs), as the uint8 values the PNG holds before any crop; the single best
+person's keypoints are scored against the pair's target keypoints (the annotation the data gives,
+a joint with a negative coordinate missing) by the per-axis head-box rule, summed over the whole set.
+The network runs batch by batch on the device; its maps are decoded on the host by a thread pool,
+which also encodes the PNGs, while the device generates the next batch. The detected keypoints go to
+pckh_keypoints.csv in the PATN annotation format that the scripts exchange (`name:keypoints_y:
+keypoints_x`, −1 = missing). Metrics not computed (those not configured) are listed in the table with
+the reason.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
-from typing import Any, Callable, Iterator
+from concurrent import futures
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +62,8 @@ import ml_collections
 import numpy as np
 
 from spg_jax import sharding, visualize
-from spg_jax.metrics import fid, inception, lpips, pose_mask, segmentation, ssim
+from spg_jax.metrics import fid, inception, lpips, pose_estimator, pose_mask, segmentation, ssim
+from spg_jax.metrics import pckh as pckh_lib
 from spg_jax.metrics import image as image_metrics
 from spg_jax.train_step import NUM_CLASSES, StepFunctions, TrainState, Frozen, parsing_labels
 from spg_jax.weights import file_sha256
@@ -75,7 +90,8 @@ METRICS = {
     "fid": ("FID (standard)", "pytorch-fid (TF-ported) Inception weights; saved test images against the "
             "training split's", False),
     "lpips": ("LPIPS", "AlexNet, v0.1 heads, on the saved (uint8, cropped) images", False),
-    "pckh": ("PCKh", "OpenPose COCO estimator, per-axis head-box rule", True),
+    "pckh": ("PCKh", "OpenPose COCO estimator (the PCKh scripts' multi-scale inference) on the uncropped "
+             "uint8 generated images against the target keypoints; per-axis head-box rule, α = 0.5", True),
 }
 GFLA_WINDOW = 51  # the GFLA SSIM window: smaller images have no valid SSIM region
 NOT_COMPUTED = {
@@ -87,8 +103,10 @@ NOT_COMPUTED = {
     "fid": "not computed: set config.eval.fid_weights (python -m spg_jax.convert inception --variant "
            "pytorch_fid ...)",
     "lpips": "not computed: set config.eval.lpips_weights (python -m spg_jax.convert lpips ...)",
-    "pckh": "not computed: the OpenPose pose estimator is not yet ported",
+    "pckh": "not computed: set config.eval.pckh_weights (python -m spg_jax.convert pose_estimator --input "
+            "pose_estimator.h5 --output ...)",
 }
+PCKH_COUNTS = ("correct", "total", "images_used", "images_skipped")
 # FID metric key → (Inception variant, the config.eval key of its weights file).
 FID_PROTOCOLS = {"fid_legacy": ("torchvision", "fid_legacy_weights"), "fid": ("pytorch_fid", "fid_weights")}
 REAL_SET_SELECTION = ("each distinct image (by content) of the split's pairs once, in pair order, source "
@@ -435,6 +453,351 @@ def _target_keypoints(source) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# PCKh: the pose estimator on the device, the keypoints decoded on the host.
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseModel:
+  """The configured PCKh pose estimator.
+
+  Attributes:
+    weights: the converted weights file (`python -m spg_jax.convert pose_estimator`).
+    variables: the `OpenPoseCOCO` variables, replicated on the mesh.
+    scale_search: the factors x of the multi-scale inference (multipliers x · 368 / H, with the
+      scripts' Python 2 arithmetic: see `pose_estimator.scale_multipliers`); the scripts' own are
+      `pose_estimator.SCALE_SEARCH`.
+  """
+  weights: str
+  variables: Any
+  scale_search: tuple[float, ...] = pose_estimator.SCALE_SEARCH
+
+
+def pckh_scale_search(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """`config.eval.pckh_scale_search` (None or absent: the scripts' (0.5, 1, 1.5, 2)), checked."""
+  scales = config.eval.get("pckh_scale_search")
+  scales = pose_estimator.SCALE_SEARCH if scales is None else tuple(scales)
+  if not scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0 for x in scales):
+    raise ValueError(f"config.eval.pckh_scale_search must be a non-empty tuple of positive numbers, got {scales!r}")
+  return scales
+
+
+def load_pose_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> PoseModel | None:
+  """The pose estimator of `config.eval.pckh_weights` with its weights on the mesh; None when unset."""
+  path = config.eval.get("pckh_weights")
+  if not path:
+    return None
+  scales = pckh_scale_search(config)
+  variables = pose_estimator.load_pose_estimator_weights(path)  # clear errors for a missing or wrong file
+  return PoseModel(os.fspath(path), jax.device_put(variables, sharding.replicated(mesh)), scales)
+
+
+def pose_map_function(scale_search: Sequence[float],
+                      mesh: jax.sharding.Mesh) -> Callable[[Any, Any], tuple[jax.Array, jax.Array]]:
+  """The jitted (variables, generated) → (heatmaps, PAFs) of the PCKh scripts' multi-scale inference.
+
+  generated: (B, H, W, 3) RGB in [-1, 1], the generator's output. The network sees its official uint8
+  conversion (`to_uint8_values`: the values of the saved PNG before any crop) as BGR, at each scale of
+  `scale_search` (`pose_estimator.multiscale_maps`). Returns heatmaps (B, H, W, 18) averaged over the
+  scales (the 18 parts; the decoder never reads the background channel, so it stays on the device)
+  and PAFs (B, H, W, 38) summed over them, as the scripts have them; float32 at image resolution, for
+  `pckh.decode_keypoints`. Arguments and results are replicated on `mesh`; the batch is split over
+  its devices inside (B must divide evenly). One function per (scales, mesh), so that repeated
+  evaluations in one process share its compiled program.
+  """
+  # Keyed with each entry's type: 1 == 1.0, but the scripts' Python 2 arithmetic floors ⌊368 / H⌋ for
+  # the int alone.
+  return _pose_map_function(tuple((type(x) is int, x) for x in scale_search), mesh)
+
+
+@functools.lru_cache(maxsize=None)
+def _pose_map_function(key: tuple[tuple[bool, float], ...], mesh: jax.sharding.Mesh):
+  scale_search = tuple(int(x) if is_int else float(x) for is_int, x in key)
+  model = pose_estimator.OpenPoseCOCO()
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  def maps(variables, generated):
+    generated = jax.lax.with_sharding_constraint(generated, batch_sharding)
+    bgr = image_metrics.to_uint8_values(generated)[..., ::-1]
+    heatmaps, pafs = pose_estimator.multiscale_maps(functools.partial(model.apply, variables), bgr, scale_search)
+    return heatmaps[..., :pose_estimator.NUM_PARTS], pafs
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(maps, in_shardings=(replicated, replicated), out_shardings=replicated)
+
+
+def pckh_targets(keypoints: Any) -> np.ndarray:
+  """(…, 18, 2) (x, y) keypoints in spg_jax's convention → the PCKh scripts': missing = exactly −1.
+
+  spg_jax (and the official loaders' `kp_to_map`) treat a joint with any negative coordinate as
+  missing; the scripts test each coordinate for −1. Such a joint becomes (−1, −1). The prepared
+  datasets hold present joints inside the image and missing ones as −1 (as the annotation files do),
+  so this only changes a joint marked missing in one coordinate alone, which the scripts would have
+  counted in the denominator (its y ≠ −1) but never as correct.
+  """
+  kp = np.asarray(keypoints, np.float64)
+  return np.where((kp < 0).any(axis=-1, keepdims=True), float(pckh_lib.MISSING), kp)
+
+
+def write_pckh_keypoints(path: str, keypoints: Mapping[int, np.ndarray]) -> None:
+  """The detected keypoints as the PATN annotation CSV that the PCKh scripts exchange.
+
+  Header `name:keypoints_y:keypoints_x`, then one row per pair in index order: `<index>.png` (the
+  PNG's name), the 18 y, then the 18 x, as JSON lists of ints, −1 for a missing joint.
+
+  Args:
+    path: the file to write.
+    keypoints: pair index → (18, 2) int (x, y) (`pckh.decode_keypoints`).
+  """
+  lines = ["name:keypoints_y:keypoints_x"]
+  for index in sorted(keypoints):
+    kp = np.asarray(keypoints[index], np.int64)
+    lines.append(f"{int(index):05d}.png:{json.dumps(kp[:, 1].tolist())}:{json.dumps(kp[:, 0].tolist())}")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch: the device step, and the host side of the loop.
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricModels:
+  """The optional metric networks of the test-set evaluation (None / empty: not computed).
+
+  Attributes:
+    lpips_variables: AlexNet-LPIPS variables replicated on the mesh, or None.
+    fid: the FID protocols (`load_fid_models`).
+    pose: the PCKh pose estimator (`load_pose_model`), or None.
+  """
+  lpips_variables: Any = None
+  fid: tuple[FidModel, ...] = ()
+  pose: PoseModel | None = None
+
+
+def load_metric_models(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> MetricModels:
+  """The metric networks whose weights `config.eval` names, each loaded once, on the mesh."""
+  lpips_variables = None
+  if config.eval.get("lpips_weights"):
+    lpips_variables = jax.device_put(lpips.load_lpips_weights(config.eval.lpips_weights), sharding.replicated(mesh))
+  return MetricModels(lpips_variables, tuple(load_fid_models(config, mesh)), load_pose_model(config, mesh))
+
+
+def make_batch_step(fn: StepFunctions, crop: int | None, mesh: jax.sharding.Mesh, in_shardings: Sequence[Any],
+                    models: MetricModels) -> Callable[[TrainState, Frozen, dict], dict[str, Any]]:
+  """Everything the device does for one test batch, as one call.
+
+  Args:
+    fn: the run's step functions.
+    crop: `eval.crop_width` (None = uncropped).
+    mesh: the evaluation mesh.
+    in_shardings: the (state, frozen, batch) shardings.
+    models: the metric networks (`load_metric_models`).
+
+  Returns:
+    step(state, frozen, batch) → `make_test_step`'s outputs, plus `fid/<metric>` (B, 2048) Inception
+    features of the saved images per FID protocol, and with a pose estimator `pose_heatmaps`
+    (B, H, W, 18) and `pose_pafs` (B, H, W, 38) of the uncropped generated images
+    (`pose_map_function`); all replicated device arrays, dispatched and not waited for
+    (`TestSetCollector.add` waits), so that the next batch can be queued meanwhile.
+  """
+  replicated = sharding.replicated(mesh)
+  test_step = jax.jit(make_test_step(fn, crop), in_shardings=tuple(in_shardings) + (replicated,),
+                      out_shardings=replicated)
+  fid_fns = {m.metric: fid_feature_function(m.variant, mesh) for m in models.fid}
+  pose_fn = None if models.pose is None else pose_map_function(models.pose.scale_search, mesh)
+
+  def step(state: TrainState, frozen: Frozen, batch: dict) -> dict[str, Any]:
+    out = dict(test_step(state, frozen, batch, models.lpips_variables))
+    # Inception on the saved images, on the device, before anything comes back to the host.
+    for m in models.fid:
+      out[f"fid/{m.metric}"] = fid_fns[m.metric](m.variables, out["saved_uint8"])
+    if pose_fn is not None:
+      out["pose_heatmaps"], out["pose_pafs"] = pose_fn(models.pose.variables, out["generated"])
+    return out
+
+  return step
+
+
+@dataclasses.dataclass
+class Collected:
+  """What `TestSetCollector.finish` returns.
+
+  Attributes:
+    per_pair: metric → (N,) values of the valid pairs, in the order evaluated.
+    confusion: (NUM_CLASSES, NUM_CLASSES) int64 stage-1 confusion matrix.
+    fid_features: FID metric → (N, 2048) features of the saved images, in pair order (the PNGs' names).
+    pckh: summed `pckh.pckh` counts, or None without PCKh.
+    pckh_keypoints: pair index → (18, 2) int64 detected (x, y), −1 missing (empty without PCKh).
+    seconds: `TestSetCollector.seconds`.
+  """
+  per_pair: dict[str, np.ndarray]
+  confusion: np.ndarray
+  fid_features: dict[str, np.ndarray]
+  pckh: dict[str, int] | None
+  pckh_keypoints: dict[int, np.ndarray]
+  seconds: dict[str, float]
+
+
+class TestSetCollector:
+  """The host side of the test-set loop: per-pair metrics, the stage-1 confusion, FID features, the
+  PNGs and PCKh, from each batch's `make_batch_step` output in turn.
+
+  PNG encoding and keypoint decoding go to a thread pool (zlib and scipy.ndimage release the GIL), so
+  that they run in parallel with each other and with the device's next batch. At most
+  `max_pending_batches` batches of that work wait: each holds its pose maps (56 floats a pixel,
+  15 MB per 256 × 256 image).
+
+  Attributes:
+    seconds: wall seconds in `add` / `finish` waiting for the device ('device'), copying its outputs
+      to the host ('transfer') and waiting for queued host work ('host_wait'); and the thread-seconds
+      of the pool's tasks: 'png' (encoding and writing) and 'pckh_decode' (`pckh.decode_keypoints`).
+  """
+
+  def __init__(self, *, per_pair_keys: Sequence[str], fid_metrics: Sequence[str] = (),
+               image_dir: str | None = None, target_keypoints: np.ndarray | None = None,
+               workers: int | None = None, max_pending_batches: int = 2):
+    """Args:
+      per_pair_keys: the (B,) per-pair metrics of the outputs to keep (their valid rows).
+      fid_metrics: the FID metrics whose features (`fid/<metric>`) to keep.
+      image_dir: where to write `<pair index>.png` of each valid row's `saved_uint8`; None = no PNGs
+        (processes other than 0).
+      target_keypoints: (num_pairs, 18, 2) (x, y) target keypoints of every pair, by pair index
+        (negative = missing): PCKh of the outputs' pose maps against them. None = no PCKh (processes
+        other than 0, or no pose estimator); the pose maps then stay on the device.
+      workers: the pool's threads (default: the CPU count).
+      max_pending_batches: batches of host work queued before `add` waits for the oldest.
+    """
+    self.per_pair = {k: [] for k in per_pair_keys}
+    self.fid_features = {k: [] for k in fid_metrics}
+    self.index: list[np.ndarray] = []
+    self.confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    self.image_dir = image_dir
+    self.targets = None if target_keypoints is None else np.asarray(target_keypoints)
+    self.pckh = dict.fromkeys(PCKH_COUNTS, 0) if self.targets is not None else None
+    self.pckh_keypoints: dict[int, np.ndarray] = {}
+    self.max_pending_batches = max_pending_batches
+    self.seconds: dict[str, float] = collections.defaultdict(float)
+    self._lock = threading.Lock()
+    self._pool = futures.ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="eval_host")
+    self._pending: collections.deque = collections.deque()
+
+  def _submit(self, part: str, fn: Callable[..., Any], *args: Any) -> futures.Future:
+    def timed():
+      start = time.perf_counter()
+      try:
+        return fn(*args)
+      finally:
+        with self._lock:
+          self.seconds[part] += time.perf_counter() - start
+    return self._pool.submit(timed)
+
+  def add(self, out: Mapping[str, Any]) -> dict[str, Any]:
+    """Takes one batch's outputs (waiting for the device); returns their host copy without pose maps."""
+    out = dict(out)
+    if self.targets is None:  # nobody decodes them here: no transfer
+      out.pop("pose_heatmaps", None)
+      out.pop("pose_pafs", None)
+    start = time.perf_counter()
+    jax.block_until_ready(out)
+    ready = time.perf_counter()
+    out = jax.device_get(out)
+    self.seconds["device"] += ready - start
+    self.seconds["transfer"] += time.perf_counter() - ready
+    # Replicated outputs: process 0 sees every process's rows, with their pair indices.
+    index, valid = np.asarray(out["index"]), np.asarray(out["valid"]).astype(bool)
+    rows = np.flatnonzero(valid)
+    self.confusion += out["confusion"]
+    for k in self.per_pair:
+      self.per_pair[k].append(np.asarray(out[k])[valid])
+    for k in self.fid_features:
+      self.fid_features[k].append(np.asarray(out[f"fid/{k}"])[valid])
+    self.index.append(index[valid])
+    # The PNGs hold the values the metrics saw (the official truncating conversion).
+    writes = [] if self.image_dir is None else [
+        self._submit("png", visualize.write_png, os.path.join(self.image_dir, f"{int(index[i]):05d}.png"),
+                     out["saved_uint8"][i]) for i in rows]
+    decoded = None
+    if self.targets is not None:
+      heatmaps, pafs = out.pop("pose_heatmaps"), out.pop("pose_pafs")
+      decoded = [self._submit("pckh_decode", pckh_lib.decode_keypoints, heatmaps[i], pafs[i]) for i in rows]
+    self._pending.append((index[rows], writes, decoded))
+    self._drain(self.max_pending_batches)
+    return out
+
+  def _drain(self, keep: int) -> None:
+    """Finishes the oldest queued batches until at most `keep` remain."""
+    start = time.perf_counter()
+    while len(self._pending) > keep:
+      index, writes, decoded = self._pending.popleft()
+      for f in writes:
+        f.result()  # raises a failed write here
+      if decoded is not None:
+        predicted = np.stack([f.result() for f in decoded]).reshape(-1, pose_estimator.NUM_PARTS, 2)
+        counts = pckh_lib.pckh(predicted, pckh_targets(self.targets[index]))
+        for k in PCKH_COUNTS:
+          self.pckh[k] += counts[k]
+        self.pckh_keypoints.update(zip(index.tolist(), predicted))
+    self.seconds["host_wait"] += time.perf_counter() - start
+
+  def finish(self) -> Collected:
+    """Waits for the queued host work; the collected values."""
+    self._drain(0)
+    self.close()
+    index = np.concatenate(self.index) if self.index else np.zeros(0, np.int64)
+    order = np.argsort(index, kind="stable")  # pair order: the PNGs' names, which a remainder drop cuts
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
+    return Collected(per_pair={k: cat(v) for k, v in self.per_pair.items()}, confusion=self.confusion,
+                     fid_features={k: cat(v)[order] for k, v in self.fid_features.items()},
+                     pckh=None if self.pckh is None else dict(self.pckh), pckh_keypoints=self.pckh_keypoints,
+                     seconds=dict(self.seconds))
+
+  def close(self) -> None:
+    """Stops the pool (queued tasks that have not started are dropped); `finish` calls it."""
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_test_batches(batch_step: Callable[[TrainState, Frozen, dict], dict[str, Any]], state: TrainState,
+                     frozen: Frozen, host_batches: Iterable[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
+                     collector: TestSetCollector,
+                     on_output: Callable[[int, dict[str, np.ndarray], dict[str, Any]], None] | None = None
+                     ) -> Collected:
+  """The test-set loop: every host batch through `batch_step` and `collector`.
+
+  Batch b + 1 is queued on the device before batch b's outputs are collected, so that the device
+  does not wait for the host's share of a batch (the copies, the queueing of PNG writes and decoding).
+
+  Args:
+    batch_step: `make_batch_step(...)`.
+    state, frozen: the model, sharded as `batch_step` expects.
+    host_batches: this process's NumPy batches (`pipeline.padded_batches`), in order.
+    mesh: the evaluation mesh.
+    collector: receives each batch's outputs in order.
+    on_output: called as on_output(b, host batch, host outputs) after batch b is collected.
+
+  Returns:
+    `collector.finish()`; the collector's threads are stopped on errors too.
+  """
+  in_flight = None
+
+  def collect(b, host_batch, dispatched):
+    out = collector.add(dispatched)
+    if on_output is not None:
+      on_output(b, host_batch, out)
+
+  try:
+    for b, host_batch in enumerate(host_batches):
+      dispatched = batch_step(state, frozen, sharding.global_batch(host_batch, mesh))
+      if in_flight is not None:
+        collect(*in_flight)
+      in_flight = (b, host_batch, dispatched)
+    if in_flight is not None:
+      collect(*in_flight)
+    return collector.finish()
+  finally:
+    collector.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # The table and the evaluation.
 
 
@@ -476,77 +839,69 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   ds = pipeline.eval_dataset(source, features, batch_size=bsz, process_index=jax.process_index(),
                              process_count=jax.process_count())
   num_batches = pipeline.num_eval_batches(source.num_pairs, bsz, jax.process_count())
-  in_sh = (run.state_sharding, run.frozen_sharding, run.batch_sharding)
-  replicated = sharding.replicated(run.mesh)
-  lpips_variables = None
-  if config.eval.get("lpips_weights"):
-    lpips_variables = jax.device_put(lpips.load_lpips_weights(config.eval.lpips_weights), replicated)
-  # The real-set statistics first: a missing weights file or training split fails before the long
-  # generation, and on a cache miss their pass over the training images logs its progress.
-  fid_models = load_fid_models(config, run.mesh)
-  real_stats = real_set_statistics(config, run.train_source, fid_models, run.mesh)
-  fid_fns = {m.metric: fid_feature_function(m.variant, run.mesh) for m in fid_models}
-  target_keypoints = _target_keypoints(source) if config.eval.get("mask_ssim") else None
-  test_step = jax.jit(make_test_step(run.fn, config.eval.crop_width), in_shardings=in_sh + (replicated,),
-                      out_shardings=replicated)
-  per_pair = {k: [] for k in ("ssim_official", "ssim_patn", "l1", "psnr")}
-  if lpips_variables is not None:
-    per_pair["lpips"] = []
-  if target_keypoints is not None:
-    per_pair["ssim_mask"] = []
+  # Every weights file is read before the long passes: a missing or wrong one fails at once.
+  models = load_metric_models(config, run.mesh)
+  # The real-set statistics first: a missing training split fails before the long generation, and
+  # on a cache miss their pass over the training images logs its progress.
+  real_stats = real_set_statistics(config, run.train_source, list(models.fid), run.mesh)
+  mask_ssim = bool(config.eval.get("mask_ssim"))
+  target_keypoints = _target_keypoints(source) if mask_ssim or models.pose is not None else None
+  batch_step = make_batch_step(run.fn, config.eval.crop_width, run.mesh,
+                               (run.state_sharding, run.frozen_sharding, run.batch_sharding), models)
+  per_pair_keys = ["ssim_official", "ssim_patn", "l1", "psnr"]
+  if models.lpips_variables is not None:
+    per_pair_keys.append("lpips")
+  if mask_ssim:
+    per_pair_keys.append("ssim_mask")
   if min(source.image_size) >= GFLA_WINDOW:
-    per_pair["ssim_gfla"] = []
-  gen_features = {m.metric: [] for m in fid_models}
-  gen_index = []
-  confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    per_pair_keys.append("ssim_gfla")
+  # Only process 0 writes the PNGs and the table, so only it decodes keypoints.
+  collector = TestSetCollector(
+      per_pair_keys=per_pair_keys, fid_metrics=[m.metric for m in models.fid],
+      image_dir=image_dir if is_chief else None,
+      target_keypoints=target_keypoints if is_chief and models.pose is not None else None)
   sheet_rows, sheet_n = [], int(config.eval.num_sample_pairs)  # from the first batch
-  logging.info("evaluating step %d on %s: %d pairs in %d batches of %d", step, source.name,
-               source.num_pairs, num_batches, bsz)
-  for b, host_batch in enumerate(pipeline.padded_batches(ds, bsz, num_batches)):
-    if target_keypoints is not None:
-      # Padding rows (index 0, valid False) get pair 0's mask; they count nowhere.
-      host_batch["target_mask"] = pose_mask.person_masks(target_keypoints[host_batch["index"]],
-                                                         *source.image_size)
-    batch = sharding.global_batch(host_batch, run.mesh)
-    out = test_step(state, run.frozen, batch, lpips_variables)
-    # Inception on the saved images, on the device, before anything comes back to the host.
-    fid_out = {m.metric: fid_fns[m.metric](m.variables, out["saved_uint8"]) for m in fid_models}
-    out, fid_out = jax.device_get((out, fid_out))
-    # Replicated outputs: process 0 sees every process's rows, with their pair indices.
-    index, valid = out["index"], out["valid"].astype(bool)
-    confusion += out["confusion"]
-    for k in per_pair:
-      per_pair[k].append(out[k][valid])
-    for k, v in fid_out.items():
-      gen_features[k].append(np.asarray(v)[valid])
-    gen_index.append(index[valid])
-    if is_chief:
-      # The PNGs hold the values the metrics saw (the official truncating conversion).
-      for i in np.flatnonzero(valid):
-        visualize.write_png(os.path.join(image_dir, f"{int(index[i]):05d}.png"), out["saved_uint8"][i])
-      if b == 0:
-        n = min(sheet_n, int(valid.sum()), len(host_batch["valid"]))
-        sheet_rows.append(visualize.sample_grid(
-            host_batch["source_image"][:n], host_batch["target_pose"][:n], out["parsing"][:n],
-            out["generated"][:n], host_batch["target_image"][:n]))
-    if (b + 1) % 50 == 0 or b + 1 == num_batches:
-      logging.info("evaluated %d / %d batches", b + 1, num_batches)
+  logging.info("evaluating step %d on %s: %d pairs in %d batches of %d%s", step, source.name,
+               source.num_pairs, num_batches, bsz,
+               f"; PCKh at scales {models.pose.scale_search}" if models.pose is not None else "")
+  start = time.monotonic()
 
-  values = {k: np.concatenate(v) for k, v in per_pair.items()}
+  def host_batches() -> Iterator[dict[str, np.ndarray]]:
+    for host_batch in pipeline.padded_batches(ds, bsz, num_batches):
+      if mask_ssim:
+        # Padding rows (index 0, valid False) get pair 0's mask; they count nowhere.
+        host_batch["target_mask"] = pose_mask.person_masks(target_keypoints[host_batch["index"]],
+                                                           *source.image_size)
+      yield host_batch
+
+  def on_output(b: int, host_batch: dict[str, np.ndarray], out: dict[str, Any]) -> None:
+    if is_chief and b == 0:
+      n = min(sheet_n, int(out["valid"].sum()), len(host_batch["valid"]))
+      sheet_rows.append(visualize.sample_grid(
+          host_batch["source_image"][:n], host_batch["target_pose"][:n], out["parsing"][:n],
+          out["generated"][:n], host_batch["target_image"][:n]))
+    if (b + 1) % 50 == 0 or b + 1 == num_batches:
+      elapsed = time.monotonic() - start
+      logging.info("evaluated %d / %d batches in %.0f s (%.1f pairs/s)", b + 1, num_batches, elapsed,
+                   (b + 1) * int(config.eval.batch_size) / max(elapsed, 1e-9))
+
+  collected = run_test_batches(batch_step, state, run.frozen, host_batches(), run.mesh, collector, on_output)
+  logging.info("test-set pass: %.0f s; host %s", time.monotonic() - start,
+               ", ".join(f"{k} {v:.1f} s" for k, v in sorted(collected.seconds.items())))
+
+  values = collected.per_pair
   num_pairs = int(len(values["l1"]))
   if num_pairs != source.num_pairs:
     raise RuntimeError(f"evaluated {num_pairs} pairs, the split has {source.num_pairs}")
   paper = PAPER.get(config.data.name, {})
   metrics = {k: dict(value=float(np.mean(v)), num_pairs=num_pairs, paper=paper.get(k))
              for k, v in values.items()}
-  metrics["miou"] = dict(value=float(segmentation.mean_iou(confusion)), num_pairs=num_pairs,
+  metrics["miou"] = dict(value=float(segmentation.mean_iou(collected.confusion)), num_pairs=num_pairs,
                          paper=paper.get("miou"))
-  if fid_models and is_chief:
-    # In pair order, i.e. the order of the PNGs' names, which is what a remainder drop cuts.
-    order = np.argsort(np.concatenate(gen_index), kind="stable")
+  if models.fid and is_chief:
     drop = config.eval.get("fid_drop_remainder")
-    for model in fid_models:
-      generated = np.concatenate(gen_features[model.metric])[order]
+    for model in models.fid:
+      generated = collected.fid_features[model.metric]  # in pair order: what a remainder drop cuts
       real = real_stats[model.metric]
       value = fid.frechet_distance(*fid.statistics(generated, drop), real.mu, real.sigma)
       used = len(fid.apply_drop_remainder(generated, drop))
@@ -557,6 +912,23 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
           detail=f"real set: {real.num_images if real.num_images is not None else 'the'} distinct images of "
                  f"`{run.train_source.name}`" + (f"; the last N mod {drop} of each set dropped" if drop else ""))
       logging.info("%s = %.4f (%d generated images, %s real)", model.metric, value, used, real.num_images)
+  if models.pose is not None and is_chief:
+    counts = collected.pckh
+    scales = models.pose.scale_search
+    official = tuple(scales) == tuple(pose_estimator.SCALE_SEARCH)
+    keypoints_file = os.path.join(out_dir, "pckh_keypoints.csv")
+    write_pckh_keypoints(keypoints_file, collected.pckh_keypoints)
+    metrics["pckh"] = dict(
+        value=pckh_lib.pckh_score(counts) if counts["total"] else None, num_pairs=num_pairs,
+        paper=paper.get("pckh"), weights=models.pose.weights, scale_search=list(scales),
+        keypoints_file=keypoints_file, **counts,
+        detail=(f"scales {tuple(scales)} × 368 / H" + ("" if official else " (the scripts': (0.5, 1, 1.5, 2))")
+                + f"; {counts['correct']} of {counts['total']} target joints correct in {counts['images_used']} "
+                  f"images; {counts['images_skipped']} skipped (fewer than 2 head joints in the target)"))
+    if not counts["total"]:
+      metrics["pckh"]["note"] = "not computed: no target joint counted (every image skipped)"
+    logging.info("pckh = %s (%d / %d joints, %d images skipped)", metrics["pckh"]["value"], counts["correct"],
+                 counts["total"], counts["images_skipped"])
   for key, note in NOT_COMPUTED.items():
     if key not in metrics:
       metrics[key] = dict(value=None, note=note, paper=paper.get(key))

@@ -462,11 +462,45 @@ def _random_inception_weights(path: pathlib.Path, variant: str, seed: int) -> No
                {"network": inception.NETWORK, "config": {"variant": variant}})
 
 
+# The eval-mode test runs the pose estimator at one scale, 0.07 · 368 / 32 = 0.805 (32 × 32 images → 25 × 25
+# network inputs, 3 × 3 maps): the scripts' four scales would run it at up to 736 × 736 on each image.
+PCKH_SCALES = (0.07,)
+
+
+def _random_pose_estimator_weights(path: pathlib.Path, seed: int) -> dict:
+  """An OpenPose COCO weights file as `python -m spg_jax.convert pose_estimator` writes it, random weights.
+
+  He-normal kernels, small biases; the last PAF and heatmap convs get biases of 1 and 0.5, so that
+  every part has peaks above the decoder's threshold and limbs pass its PAF tests, and people are
+  found (with plain random weights no map reaches the thresholds: every keypoint would be missing).
+  Returns the variables written.
+  """
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
+  from spg_jax.metrics import pose_estimator  # pylint: disable=g-import-not-at-top
+  from spg_jax.weights import save_weights  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  flat = {}
+  for name, leaf in traverse_util.flatten_dict(pose_estimator.pose_estimator_template(), sep="/").items():
+    if name.endswith("/kernel"):
+      flat[name] = rng.standard_normal(leaf.shape, np.float32) * np.float32(np.sqrt(2 / np.prod(leaf.shape[:-1])))
+    else:
+      flat[name] = rng.normal(0, 0.05, leaf.shape).astype(np.float32)
+  flat["params/Mconv7_stage6_L1/bias"] = np.full(pose_estimator.NUM_PAFS, 1.0, np.float32)
+  flat["params/Mconv7_stage6_L2/bias"] = np.full(pose_estimator.NUM_HEATMAPS, 0.5, np.float32)
+  variables = traverse_util.unflatten_dict(flat, sep="/")
+  save_weights(path, variables, {"network": pose_estimator.NETWORK_NAME})
+  return variables
+
+
 def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp_path, monkeypatch, caplog):
   """`--mode eval` on the six-step checkpoint: one PNG per test pair, and the table's SSIM, L1,
   PSNR, LPIPS and mask-SSIM recomputed from those PNGs and the ground truth with scikit-image and
   NumPy; both FIDs (random-weight Inception files) recomputed from the features of the PNGs and of
-  the training images, with the real-set statistics cached, reused, and keyed by the weights."""
+  the training images, with the real-set statistics cached, reused, and keyed by the weights; PCKh
+  (a random-weight pose estimator) from keypoints detected on the PNGs and a joint-by-joint count
+  against the target keypoints."""
   from scipy import linalg  # pylint: disable=g-import-not-at-top
   from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # pylint: disable=g-import-not-at-top
 
@@ -498,7 +532,22 @@ def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp
   config.eval.fid_weights = str(weights["fid"][1])
   config.eval.fid_cache_dir = str(tmp_path / "fid_cache")
   config.eval.mask_ssim = True
+  pose_variables = _random_pose_estimator_weights(tmp_path / "pose_estimator.npz", 4)
+  config.eval.pckh_weights = str(tmp_path / "pose_estimator.npz")
+  config.eval.pckh_scale_search = PCKH_SCALES
   config.data.synthetic.train_pairs = 3  # the FID real set: the training split's 6 images
+
+  # The synthetic persons have every joint: mark some missing (the test split's keypoints feed both
+  # mask-SSIM and PCKh), among them one image left with a single head joint, which PCKh skips.
+  def with_missing_joints(keypoints):
+    keypoints = np.array(keypoints)
+    keypoints[1, [1, 14, 15, 16, 17]] = -1
+    keypoints[2, 4] = -1
+    keypoints[2, 7] = (-3, 12)  # a negative x alone: missing in spg_jax (the PCKh scripts test == -1)
+    return keypoints
+
+  target_keypoints_of = evaluate._target_keypoints  # pylint: disable=protected-access
+  monkeypatch.setattr(evaluate, "_target_keypoints", lambda source: with_missing_joints(target_keypoints_of(source)))
   feature_fn = evaluate.fid_feature_function
   monkeypatch.setattr(evaluate, "fid_feature_function",
                       lambda variant, mesh: lambda v, x: np.asarray(feature_fn(variant, mesh)(v, x)) @ FID_PROJECTION)
@@ -530,6 +579,7 @@ def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp
 
   # mask-SSIM: PATN's masks (its script's scikit-image polygon rule) on both images, PATN's SSIM.
   target_kp = sources.synthetic_arrays(config.data.synthetic.eval_seed, 8, 32, 32)["target_keypoints"]
+  target_kp = with_missing_joints(target_kp)
   mask_ssim = []
   for g, t, kp in zip(generated, target_u8, target_kp):
     mask = reference_mask(kp, 32, 32, polygon_fn=legacy_polygon)[..., None]
@@ -537,6 +587,46 @@ def test_eval_mode_writes_every_pair_and_a_table_matching_scikit_image(runs, tmp
     mask_ssim.append(structural_similarity(t, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                            channel_axis=-1, data_range=float(g.max()) - float(g.min())))
   assert m["ssim_mask"]["value"] == pytest.approx(float(np.mean(mask_ssim)), abs=1e-5)
+
+  # PCKh: the pose network on the PNGs (uncropped here), as BGR values, at the test's scale (op by op:
+  # cheaper than compiling it again); the maps decoded; the detections written in PATN's CSV format; a
+  # joint-by-joint count against the targets.
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from spg_jax.metrics import pckh, pose_estimator  # pylint: disable=g-import-not-at-top
+
+  assert config.eval.crop_width is None
+  network = functools.partial(pose_estimator.OpenPoseCOCO().apply, pose_variables)
+  heatmaps, pafs = pose_estimator.multiscale_maps(network, jnp.asarray(generated[..., ::-1]), PCKH_SCALES)
+  detected = pckh.keypoints_from_maps(heatmaps, pafs)
+  assert 0 < (detected[..., 0] >= 0).sum() < detected[..., 0].size  # people found, with some parts missing
+  rows = (out / "pckh_keypoints.csv").read_text().splitlines()
+  assert rows[0] == "name:keypoints_y:keypoints_x" and [r.split(":")[0] for r in rows[1:]] == [p.name for p in pngs]
+  written = np.stack([np.stack([json.loads(r.split(":")[2]), json.loads(r.split(":")[1])], -1) for r in rows[1:]])
+  np.testing.assert_array_equal(written, detected)
+  correct = total = used = 0
+  for pred, kp in zip(detected.tolist(), target_kp.tolist()):
+    truth = [(-1, -1) if x < 0 or y < 0 else (x, y) for x, y in kp]  # spg_jax's "negative = missing"
+    head = [truth[j] for j in (0, 1, 14, 15, 16, 17) if truth[j] != (-1, -1)]
+    if len(head) < 2:
+      continue
+    used += 1
+    width = max(x for x, _ in head) - min(x for x, _ in head)
+    height = max(y for _, y in head) - min(y for _, y in head)
+    for (px, py), (tx, ty) in zip(pred, truth):
+      if ty == -1:
+        continue
+      total += 1
+      correct += px != -1 and py != -1 and abs(px - tx) < 0.5 * width and abs(py - ty) < 0.5 * height
+  # Image 1 skipped; image 2 without joints 4 and 7: the rest, every joint of 6 images and 16 of one.
+  assert (used, total) == (7, 6 * 18 + 16)
+  entry = m["pckh"]
+  assert (entry["correct"], entry["total"], entry["images_used"], entry["images_skipped"]) == (
+      correct, total, used, 8 - used)
+  assert entry["value"] == pytest.approx(correct / total, rel=1e-12) and entry["num_pairs"] == 8
+  assert entry["scale_search"] == list(PCKH_SCALES) and entry["paper"] is None  # no paper figure off DeepFashion
+  assert f"| PCKh | {entry['value']:.4f} |" in (out / "results.md").read_text()
 
   # FID: features of the PNGs and of the training images (source, then target, of each pair), with
   # the same compiled feature function and projection; statistics and distance recomputed here.
