@@ -12,7 +12,7 @@ What runs is evaluate's own code:
                 Inception feature sets of the saved (cropped uint8) images, and the pose maps of the
                 uncropped images at the PCKh scripts' four scales (`--pckh_scales` to try others)
   the loop      `evaluate.run_test_batches`: each batch dispatched one batch ahead of collecting the
-                previous one (`evaluate.TestSetCollector`): device → host copies, a PNG per pair
+                previous one (`evaluate.BatchCollector`): device → host copies, a PNG per pair
                 (`visualize.write_png`, into a temporary directory removed at the end) and the PCKh
                 keypoint decoding of each image (`pckh.decode_keypoints`), both on the collector's
                 thread pool
@@ -22,10 +22,12 @@ Not included: reading and decoding the test split (tf.data; BENCHMARKS.md's inpu
 ≈ 44 pairs/s per core for DeepFashion's records without host flow), restoring the checkpoint, and the
 training set's FID statistics, which evaluate computes once and caches.
 
-Random weights change two host costs: the pose maps of a random network hold no person, so decoding
-does the Gaussian smoothing and peak search of every part (its dominant cost, ≈ 40 ms per 256 × 256
-image on one core here, with or without a person) but little limb matching; and PNG encoding time
-depends on the image content (zlib).
+Random weights change two host costs. The pose network's last convs are zeroed, so that its maps hold
+no peak: decoding then does the Gaussian smoothing and peak search of every part, its dominant cost,
+but no limb matching. With trained weights a DeepFashion image holds one person, a few peaks per part,
+whose matching adds little (on one core of the 2-core development machine: 41 ms for a planted
+one-person 256 × 256 map, 44 ms for zero maps); plain random maps instead hold many peaks, whose
+all-pairs matching would take seconds per image. And PNG encoding time depends on the content (zlib).
 
 Reported (a markdown table, a `RESULT {json}` line, and `--json PATH`): the total seconds and pairs/s of
 the loop and the end; compile seconds (the first batch minus a warm one: every jitted function of the
@@ -145,8 +147,14 @@ def build(args):
   fid_models = tuple(evaluate.FidModel(metric, variant, "random weights", inception_variables(variant, 3 + i))
                      for i, (metric, (variant, _)) in enumerate(evaluate.FID_PROTOCOLS.items()))
   lpips_variables = jax.tree.map(np.abs, random_like(lpips.lpips_template(), 5))  # heads ≥ 0, as trained
-  pose = evaluate.PoseModel("random weights", jax.device_put(random_like(pose_estimator.pose_estimator_template(), 6),
-                                                             replicated), evaluate.pckh_scale_search(config))
+  # The pose network's two output convs are zeroed (the compute is unchanged): maps of exactly 0 hold
+  # no peak. Random maps can hold hundreds of peaks per part, whose all-pairs limb matching would
+  # time the decoder on inputs no trained network produces (see the module docstring).
+  pose_variables = random_like(pose_estimator.pose_estimator_template(), 6)
+  for name in ("Mconv7_stage6_L1", "Mconv7_stage6_L2"):
+    pose_variables["params"][name] = jax.tree.map(np.zeros_like, pose_variables["params"][name])
+  pose = evaluate.PoseModel("random weights", jax.device_put(pose_variables, replicated),
+                            evaluate.pckh_scale_search(config))
   models = evaluate.MetricModels(jax.device_put(lpips_variables, replicated), fid_models, pose)
   shardings = (state_sh, frozen_sh, sharding.batch_sharding(mesh))
   return config, fn, mesh, state, frozen, models, shardings
@@ -225,7 +233,7 @@ def main():
   per_pair_keys = ["ssim_official", "ssim_patn", "l1", "psnr", "lpips"]
   if min(h, w) >= evaluate.GFLA_WINDOW:
     per_pair_keys.append("ssim_gfla")
-  collector = evaluate.TestSetCollector(per_pair_keys=per_pair_keys, fid_metrics=[m.metric for m in models.fid],
+  collector = evaluate.BatchCollector(per_pair_keys=per_pair_keys, fid_metrics=[m.metric for m in models.fid],
                                         image_dir=image_dir, target_keypoints=targets, workers=args.workers)
   loop_start = time.perf_counter()
 
@@ -268,7 +276,7 @@ def main():
       wait_host_s=seconds.get("host_wait", 0.0),
       png_thread_s=seconds.get("png", 0.0), pckh_decode_thread_s=seconds.get("pckh_decode", 0.0),
       fid_end_s=fid_s, end_s=end_s, scipy=scipy.__version__, jax=jax.__version__,
-      tensorflow_imported="tensorflow" in sys.modules,
+      heavy_modules_imported=[m for m in ("tensorflow", "tensorflow_datasets", "clu") if m in sys.modules],
       values=dict(fid={k: float(v) for k, v in fid_values.items()}, pckh=float(pckh_value),
                   people_found=int(sum((kp[:, 0] >= 0).any() for kp in collected.pckh_keypoints.values())),
                   ssim_official=float(np.mean(collected.per_pair["ssim_official"]))))
@@ -298,7 +306,7 @@ def main():
   print(f"\ndevice: {result['device']} × {result['num_devices']}; {h}×{w}, crop {crop}, {config.compute_dtype}; "
         f"PCKh scales {tuple(models.pose.scale_search)}; random weights (values: FID {result['values']['fid']}, "
         f"PCKh {pckh_value:.3f}, images with a person found: {result['values']['people_found']}); "
-        f"tensorflow imported: {result['tensorflow_imported']}")
+        f"TensorFlow / TFDS / clu imported: {result['heavy_modules_imported'] or 'none'}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

@@ -598,7 +598,7 @@ def make_batch_step(fn: StepFunctions, crop: int | None, mesh: jax.sharding.Mesh
     features of the saved images per FID protocol, and with a pose estimator `pose_heatmaps`
     (B, H, W, 18) and `pose_pafs` (B, H, W, 38) of the uncropped generated images
     (`pose_map_function`); all replicated device arrays, dispatched and not waited for
-    (`TestSetCollector.add` waits), so that the next batch can be queued meanwhile.
+    (`BatchCollector.add` waits), so that the next batch can be queued meanwhile.
   """
   replicated = sharding.replicated(mesh)
   test_step = jax.jit(make_test_step(fn, crop), in_shardings=tuple(in_shardings) + (replicated,),
@@ -620,7 +620,7 @@ def make_batch_step(fn: StepFunctions, crop: int | None, mesh: jax.sharding.Mesh
 
 @dataclasses.dataclass
 class Collected:
-  """What `TestSetCollector.finish` returns.
+  """What `BatchCollector.finish` returns.
 
   Attributes:
     per_pair: metric → (N,) values of the valid pairs, in the order evaluated.
@@ -628,7 +628,7 @@ class Collected:
     fid_features: FID metric → (N, 2048) features of the saved images, in pair order (the PNGs' names).
     pckh: summed `pckh.pckh` counts, or None without PCKh.
     pckh_keypoints: pair index → (18, 2) int64 detected (x, y), −1 missing (empty without PCKh).
-    seconds: `TestSetCollector.seconds`.
+    seconds: `BatchCollector.seconds`.
   """
   per_pair: dict[str, np.ndarray]
   confusion: np.ndarray
@@ -638,7 +638,7 @@ class Collected:
   seconds: dict[str, float]
 
 
-class TestSetCollector:
+class BatchCollector:
   """The host side of the test-set loop: per-pair metrics, the stage-1 confusion, FID features, the
   PNGs and PCKh, from each batch's `make_batch_step` output in turn.
 
@@ -656,7 +656,9 @@ class TestSetCollector:
   def __init__(self, *, per_pair_keys: Sequence[str], fid_metrics: Sequence[str] = (),
                image_dir: str | None = None, target_keypoints: np.ndarray | None = None,
                workers: int | None = None, max_pending_batches: int = 2):
-    """Args:
+    """Starts the thread pool.
+
+    Args:
       per_pair_keys: the (B,) per-pair metrics of the outputs to keep (their valid rows).
       fid_metrics: the FID metrics whose features (`fid/<metric>`) to keep.
       image_dir: where to write `<pair index>.png` of each valid row's `saved_uint8`; None = no PNGs
@@ -758,7 +760,7 @@ class TestSetCollector:
 
 def run_test_batches(batch_step: Callable[[TrainState, Frozen, dict], dict[str, Any]], state: TrainState,
                      frozen: Frozen, host_batches: Iterable[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
-                     collector: TestSetCollector,
+                     collector: BatchCollector,
                      on_output: Callable[[int, dict[str, np.ndarray], dict[str, Any]], None] | None = None
                      ) -> Collected:
   """The test-set loop: every host batch through `batch_step` and `collector`.
@@ -856,7 +858,7 @@ def evaluate_test_set(config: ml_collections.ConfigDict, workdir: str) -> dict[s
   if min(source.image_size) >= GFLA_WINDOW:
     per_pair_keys.append("ssim_gfla")
   # Only process 0 writes the PNGs and the table, so only it decodes keypoints.
-  collector = TestSetCollector(
+  collector = BatchCollector(
       per_pair_keys=per_pair_keys, fid_metrics=[m.metric for m in models.fid],
       image_dir=image_dir if is_chief else None,
       target_keypoints=target_keypoints if is_chief and models.pose is not None else None)
