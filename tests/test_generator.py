@@ -103,27 +103,31 @@ def test_bfloat16_compute_stays_close_to_float32(variables):
   assert rel < 0.05, rel
 
 
-def test_per_sample_style_convolution_gives_the_direct_result_and_gradients(variables):
-  """The two `sean_style_conv` paths compute one function: float32 outputs within 1e-5 of their largest
-  value, gradients within 1e-3 of each parameter's largest (sums over all pixels, in another order)
-  plus 1e-5 of the largest gradient."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
+def test_per_sample_style_convolution_gives_the_direct_result_and_gradients():
+  """The two SEAN `style_conv` paths compute one function: float32 outputs within 1e-5 of their
+  largest value, gradients within 1e-3 of each parameter's largest (sums over all pixels, in
+  another order) plus 1e-5 of the largest gradient."""
+  from spg_jax.models.sean import SEANNorm  # pylint: disable=import-outside-toplevel
   inputs = _inputs()
-  per_sample = SPGNetGenerator(dataclasses.replace(CONFIG, sean_style_conv="per_sample"))
+  x = jax.random.normal(jax.random.key(3), (B, H // 2, W // 2, 6))
+  codes = jax.random.normal(jax.random.key(4), (B, 20, 8))
+  seg = inputs["target_parsing"]
+  make = lambda style_conv: SEANNorm(6, 3, style_dim=8, spade_hidden=4, style_conv=style_conv)
+  variables = make("direct").init(jax.random.key(5), x, seg, codes, train=True, deterministic=True)
 
-  def loss(model, params):
-    out, _ = model.apply({**variables, "params": params}, **inputs, train=True, deterministic=True,
-                         mutable=["batch_stats"])
-    return jnp.sum(jnp.sin(out)), out
+  def run(style_conv):
+    def loss(params):
+      out, _ = make(style_conv).apply({**variables, "params": params}, x, seg, codes, train=True,
+                                      deterministic=True, mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(3.0 * out)), out
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
-  grad = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))(variables["params"])
-  (_, a), ga = grad(SPGNetGenerator(CONFIG))
-  (_, b), gb = grad(per_sample)
+  (_, a), ga = run("direct")
+  (_, b), gb = run("per_sample")
   np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5 * float(jnp.abs(a).max()))
-  # Gradients that vanish in exact arithmetic (biases before a BatchNorm) are float32 noise in both:
-  # they get an absolute floor of 1e-5 of the largest gradient.
-  floor = 1e-5 * max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(ga))
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(ga)[0], jax.tree_util.tree_leaves(gb)):
-    assert float(jnp.abs(x - y).max()) <= 1e-3 * float(jnp.abs(x).max()) + floor, jax.tree_util.keystr(path)
+  floor = 1e-5 * max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(ga))
+  for (path, g), h in zip(jax.tree_util.tree_flatten_with_path(ga)[0], jax.tree_util.tree_leaves(gb)):
+    assert float(jnp.abs(g - h).max()) <= 1e-3 * float(jnp.abs(g).max()) + floor, jax.tree_util.keystr(path)
+  assert float(jnp.abs(ga["conv_gamma"]["kernel"]).max()) > 0  # the style branch gets gradient
   with pytest.raises(ValueError, match="sean_style_conv"):
     GeneratorConfig.market(sean_style_conv="grouped")

@@ -108,6 +108,27 @@ def test_train_mode_output_and_updated_buffers_within_1e_4(setup):
   assert any(np.abs(before[k] - exp_flat[k]).max() > 1e-3 for k in exp_flat if k.endswith("/mean"))
 
 
+BF16_TOL = 0.03  # of max |reference| (max |Δ|) and of mean |reference| (mean |Δ|); observed ≤ 0.015
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_bfloat16_compute_stays_within_3_percent_of_the_official_float32_output(setup, train):
+  """bf16 activations and convolutions (f32 parameters, BatchNorm statistics and SEAN modulation in
+  f32), against the official f32 outputs: the relative error a bf16 run carries."""
+  _, ref, config, variables, inputs, noise = setup
+  model = SPGNetGenerator(config, dtype=jax.numpy.bfloat16)
+  if train:
+    out, _ = model.apply(variables, **inputs, train=True, noise=noise, mutable=["batch_stats"])
+    expected = nchw_to_nhwc(ref["output/out_train"])
+  else:
+    out = model.apply(variables, **inputs, train=False, deterministic=True)
+    expected = nchw_to_nhwc(ref["output/out_nonoise"])
+  err = np.abs(np.asarray(out, np.float32) - expected)
+  assert err.max() <= BF16_TOL * np.abs(expected).max()
+  assert err.mean() <= BF16_TOL * np.abs(expected).mean()
+  assert err.max() > TOL  # bf16 is really in use: the f32 bound would not hold
+
+
 @pytest.mark.parametrize("kind,height,width,expected", [
     ("deepfashion", 256, 256, 87_795_177),
     ("market", 128, 64, 30_914_805),
