@@ -437,18 +437,13 @@ def main():
     fits = max([r["batch"] for r in results if "error" not in r], default=0)
     fails = min([r["batch"] for r in results if r.get("error") == "out of memory"], default=None)
     short = max(3, args.steps // 2)
-    while fails is None:  # double until out of memory (or another failure ends the search)
-      batch = 2 * max(fits, max(batches))
-      r = _report(_subprocess("train", batch, args, short))
-      results.append(r)
-      if "error" not in r:
-        fits = batch
-      elif r["error"] == "out of memory":
-        fails = batch
+    while True:
+      if fails is None:  # double until out of memory (or another failure ends the search) ...
+        batch = 2 * max(fits, max(batches))
+      elif fails - fits > max(1, fits // 8):  # ... then bisect to within 1/8 of the result
+        batch = (fits + fails) // 2
       else:
         break
-    while fails is not None and fails - fits > max(1, fits // 8):  # bisect to within 1/8 of the result
-      batch = (fits + fails) // 2
       r = _report(_subprocess("train", batch, args, short))
       results.append(r)
       if "error" not in r:

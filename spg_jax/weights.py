@@ -43,6 +43,24 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
   return traverse_util.unflatten_dict(flat, sep="/"), metadata
 
 
+def load_network_weights(path: str | os.PathLike, network: str, missing_message: str,
+                         convert_command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Reads a weights file that must exist and hold `network` (its metadata's 'network').
+
+  Raises:
+    FileNotFoundError: `missing_message` (which file, where it comes from, how to convert it).
+    ValueError: the file holds another network; the message names both and `convert_command`.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(missing_message)
+  variables, metadata = load_weights(path)
+  if metadata.get("network") != network:
+    raise ValueError(f"{path}: holds network {metadata.get('network')!r}, not {network!r} "
+                     f"(make it with: {convert_command})")
+  return variables, metadata
+
+
 def file_sha256(path: str | os.PathLike) -> str:
   """Hex SHA-256 of a file's bytes (recorded in weights metadata to identify the source file)."""
   digest = hashlib.sha256()

@@ -481,21 +481,18 @@ def load_inception_weights(path: str | os.PathLike, variant: str) -> dict[str, A
       it and the conversion command.
     ValueError: if the file holds another network or the other variant.
   """
-  from spg_jax.weights import load_weights  # pylint: disable=import-outside-toplevel
+  from spg_jax.weights import load_network_weights  # pylint: disable=import-outside-toplevel
 
   _check_variant(variant)
   path = os.fspath(path)
-  if not os.path.exists(path):
-    src = WEIGHT_SOURCES[variant]
-    raise FileNotFoundError(
-        f"Inception weights file not found: {path}\n"
-        f"  The {variant!r} FID protocol needs it; it is converted from {src['file']}\n"
-        f"  ({src['size']}, from {src['origin']}).\n"
-        f"  Download that file on a machine with internet access, then run:\n"
-        f"    {conversion_command(variant, path)}")
-  variables, meta = load_weights(path)
-  if meta.get("network") != NETWORK:
-    raise ValueError(f"{path}: holds network {meta.get('network')!r}, not {NETWORK!r}")
+  src = WEIGHT_SOURCES[variant]
+  variables, meta = load_network_weights(
+      path, NETWORK,
+      f"Inception weights file not found: {path}\n"
+      f"  The {variant!r} FID protocol needs it; it is converted from {src['file']}\n"
+      f"  ({src['size']}, from {src['origin']}).\n"
+      f"  Download that file on a machine with internet access, then run:\n"
+      f"    {conversion_command(variant, path)}", conversion_command(variant, path))
   found = meta.get("config", {}).get("variant")
   if found != variant:
     raise ValueError(f"{path}: holds the {found!r} Inception weights, but the {variant!r} variant was asked for; "

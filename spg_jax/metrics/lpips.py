@@ -257,18 +257,14 @@ def load_lpips_weights(path: str | os.PathLike) -> dict[str, Any]:
   """
   # Imported here so that importing this module stays light (and torch-free, like all of these).
   from spg_jax.convert.state_dict import check_against_template  # pylint: disable=import-outside-toplevel
-  from spg_jax.weights import load_weights  # pylint: disable=import-outside-toplevel
+  from spg_jax.weights import load_network_weights  # pylint: disable=import-outside-toplevel
 
   path = os.fspath(path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"LPIPS weights file not found: {path}. It should hold the LPIPS v0.1 AlexNet variables: "
-        "torchvision's ImageNet AlexNet features (alexnet-owt-7be5be79.pth, from "
-        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth) and the linear heads "
-        "lpips/weights/v0.1/alex.pth from the PyPI `lpips` wheel. Make it with:\n  "
-        f"{CONVERT_COMMAND}\n(with --output {path} to write it here).")
-  variables, metadata = load_weights(path)
-  if metadata.get("network") != NETWORK_NAME:
-    raise ValueError(f"{path}: holds network {metadata.get('network')!r}, not {NETWORK_NAME!r} "
-                     f"(make it with: {CONVERT_COMMAND})")
+  variables, _ = load_network_weights(
+      path, NETWORK_NAME,
+      f"LPIPS weights file not found: {path}. It should hold the LPIPS v0.1 AlexNet variables: "
+      "torchvision's ImageNet AlexNet features (alexnet-owt-7be5be79.pth, from "
+      "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth) and the linear heads "
+      "lpips/weights/v0.1/alex.pth from the PyPI `lpips` wheel. Make it with:\n  "
+      f"{CONVERT_COMMAND}\n(with --output {path} to write it here).", CONVERT_COMMAND)
   return check_against_template(variables, lpips_template(), path)

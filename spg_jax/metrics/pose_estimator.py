@@ -418,18 +418,14 @@ def load_pose_estimator_weights(path: str | os.PathLike) -> dict[str, Any]:
   """
   # Imported here so that importing this module stays light.
   from spg_jax.convert.state_dict import check_against_template  # pylint: disable=import-outside-toplevel
-  from spg_jax.weights import load_weights  # pylint: disable=import-outside-toplevel
+  from spg_jax.weights import load_network_weights  # pylint: disable=import-outside-toplevel
 
   path = os.fspath(path)
-  if not os.path.exists(path):
-    sources = "\n  ".join(WEIGHT_SOURCES)
-    raise FileNotFoundError(
-        f"pose estimator weights file not found: {path}. It should hold the CMU OpenPose COCO model "
-        "(Realtime_Multi-Person_Pose_Estimation) used by the PCKh scripts, converted from the Keras file "
-        f"pose_estimator.h5, which is distributed by:\n  {sources}\nMake it with:\n  {CONVERT_COMMAND}\n"
-        f"(with --output {path} to write it here).")
-  variables, metadata = load_weights(path)
-  if metadata.get("network") != NETWORK_NAME:
-    raise ValueError(f"{path}: holds network {metadata.get('network')!r}, not {NETWORK_NAME!r} "
-                     f"(make it with: {CONVERT_COMMAND})")
+  sources = "\n  ".join(WEIGHT_SOURCES)
+  variables, _ = load_network_weights(
+      path, NETWORK_NAME,
+      f"pose estimator weights file not found: {path}. It should hold the CMU OpenPose COCO model "
+      "(Realtime_Multi-Person_Pose_Estimation) used by the PCKh scripts, converted from the Keras file "
+      f"pose_estimator.h5, which is distributed by:\n  {sources}\nMake it with:\n  {CONVERT_COMMAND}\n"
+      f"(with --output {path} to write it here).", CONVERT_COMMAND)
   return check_against_template(variables, pose_estimator_template(), path)
