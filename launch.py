@@ -47,10 +47,6 @@ def main(argv):
   if _WORKDIR.value is None:
     raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
   import jax  # pylint: disable=g-import-not-at-top
-  # On GPUs, one CUDA kernel for the threefry random bits rather than an XLA expansion per
-  # parameter: the same numbers, and the state initialiser compiles minutes faster at DeepFashion
-  # size (BENCHMARKS.md, compile time).
-  jax.config.update("jax_threefry_gpu_kernel_lowering", True)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   # tf.data must not grab accelerators; TensorFlow only ever runs the input pipeline on the host.
@@ -60,6 +56,8 @@ def main(argv):
   # Orbax narrates every save at INFO; keep its warnings and errors only.
   logging.getLogger().handlers[0].addFilter(
       lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
+  from spg_jax import jax_setup  # pylint: disable=g-import-not-at-top
+  jax_setup.configure_jax(config.get("compilation_cache_dir"), multi_process=_DISTRIBUTED.value)
   if flownet_job:
     from spg_jax import train_flownet as trainer  # pylint: disable=g-import-not-at-top
   else:

@@ -23,11 +23,11 @@ Not included: reading and decoding the test split (tf.data; BENCHMARKS.md's inpu
 training set's FID statistics, which evaluate computes once and caches.
 
 Random weights change two host costs. The pose network's last convs are zeroed, so that its maps hold
-no peak: decoding then does the Gaussian smoothing and peak search of every part, its dominant cost,
-but no limb matching. With trained weights a DeepFashion image holds one person, a few peaks per part,
-whose matching adds little (on one core of the 2-core development machine: 41 ms for a planted
-one-person 256 × 256 map, 44 ms for zero maps); plain random maps instead hold many peaks, whose
-all-pairs matching would take seconds per image. And PNG encoding time depends on the content (zlib).
+no peak: decoding then only finds that no part reaches the threshold (1.6 ms an image on one core of
+the 2-core development machine), where trained maps with one person cost 6.7 ms (Gaussian smoothing
+around each part, limb matching; `benchmarks/pckh_decode.py`); plain random maps instead hold many
+peaks, whose all-pairs matching would take seconds per image. And PNG encoding time depends on the
+content (zlib).
 
 Reported (a markdown table, a `RESULT {json}` line, and `--json PATH`): the total seconds and pairs/s of
 the loop and the end; compile seconds (the first batch minus a warm one: every jitted function of the
@@ -183,6 +183,8 @@ def main():
   parser.add_argument("--workers", type=int, default=None, help="host threads (default: the CPU count)")
   parser.add_argument("--keep_images", default=None, help="write the PNGs here and keep them")
   parser.add_argument("--json", default=None, help="write the result here")
+  parser.add_argument("--compilation_cache_dir", default="",
+                      help="persistent compilation cache (default: none, so that compilation is timed cold)")
   args = parser.parse_args()
 
   missing = [m for m in ("scipy", "PIL", "ml_collections") if importlib.util.find_spec(m) is None]
@@ -192,8 +194,10 @@ def main():
   import scipy  # pylint: disable=g-import-not-at-top
 
   from benchmarks.train_step import synthetic_batch  # pylint: disable=g-import-not-at-top
-  from spg_jax import evaluate, sharding  # pylint: disable=g-import-not-at-top
+  from spg_jax import evaluate, jax_setup, sharding  # pylint: disable=g-import-not-at-top
   from spg_jax.metrics import fid, pckh  # pylint: disable=g-import-not-at-top
+
+  jax_setup.configure_jax(args.compilation_cache_dir)  # as launch.py
 
   progress(f"building random networks on {jax.devices()[0].device_kind}")
   config, fn, mesh, state, frozen, models, shardings = build(args)

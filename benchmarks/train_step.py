@@ -238,6 +238,8 @@ def main():
   parser.add_argument("--sean_style_conv", default=None, help="'direct' or 'per_sample' (default: the config's)")
   parser.add_argument("--label", default="", help="a name for this run in the results (e.g. the XLA flags)")
   parser.add_argument("--json", default=None, help="write all results here (rewritten after each one)")
+  parser.add_argument("--compilation_cache_dir", default="",
+                      help="persistent compilation cache (default: none, so that compilation is timed cold)")
   args = parser.parse_args()
 
   image_size = tuple(int(s) for s in args.image_size.split(",")) if args.image_size else None
@@ -245,7 +247,8 @@ def main():
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.count_flops.split(",")]
     print("FLOPS " + json.dumps(count_flops(configs, image_size, args.sean_style_conv)), flush=True)
     return
-  jax.config.update("jax_threefry_gpu_kernel_lowering", True)  # as launch.py
+  from spg_jax import jax_setup  # pylint: disable=g-import-not-at-top
+  jax_setup.configure_jax(args.compilation_cache_dir)  # as launch.py
   batches = [int(b) for b in args.batches.split(",")]
   extra = [int(b) for b in args.max_batch.split(",") if b]
   flop_counter = None if args.no_flops else start_flop_count(

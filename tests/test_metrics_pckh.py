@@ -351,6 +351,76 @@ def test_decoding_recovers_the_best_person():
     pckh_lib.estimate_keypoints(images)
 
 
+def _whole_image_peaks(heatmaps, threshold=0.1):
+  """Step 1 written out on the whole image, as the script does it: (x, y, score) per part, row-major."""
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
+  out = []
+  for part in range(18):
+    original = heatmaps[..., part].astype(np.float64)
+    m = ndimage.gaussian_filter(original, sigma=3)
+    left, right, up, down = (np.zeros_like(m) for _ in range(4))
+    left[1:, :], right[:-1, :], up[:, 1:], down[:, :-1] = m[:-1, :], m[1:, :], m[:, :-1], m[:, 1:]
+    peak = (m >= left) & (m >= right) & (m >= up) & (m >= down) & (m > threshold)
+    ys, xs = np.nonzero(peak)
+    out.append(np.stack([xs, ys, original[ys, xs]], -1).reshape(-1, 3))
+  return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(6))
+def test_peaks_equal_the_whole_image_filter(seed, dtype):
+  """`find_peaks` smooths only boxes around values above the threshold; its peaks (positions, scores,
+  order) must be exactly those of the whole-image filter, on maps built to probe the boxes' edges:
+  blobs at the borders and corners, far-apart blobs of one part, values just around the threshold,
+  flat plateaus (ties), rings (whose smoothed centre peaks far from any large value), negative values
+  and empty parts; float64 maps and float32 ones (the device's) smoothed in float64. The smoothed box
+  itself must equal the whole-image filter there bit for bit."""
+  rng = np.random.default_rng(seed)
+  h, w = (96, 128) if seed % 2 else (61, 47)
+  yy, xx = np.mgrid[:h, :w]
+  heat = 0.02 * rng.standard_normal((h, w, 19))
+  for part in range(18):
+    kind = (part + seed) % 6
+    if kind == 5:
+      continue  # noise only: no value above the threshold, or a few by chance
+    centres = [(rng.integers(-3, w + 3), rng.integers(-3, h + 3)) for _ in range(1 + (kind == 1))]
+    if kind == 2:
+      centres = [(0, 0), (w - 1, h - 1)]
+    for cx, cy in centres:
+      amplitude = rng.choice([0.9, 0.2, 0.1005, 0.099]) if kind != 3 else 0.5
+      heat[..., part] += amplitude * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rng.uniform(1.5, 6) ** 2))
+    if kind == 3:  # a plateau: many equal smoothed values
+      heat[h // 4:h // 2, w // 4:w // 2, part] = 0.7
+    if kind == 4:
+      heat[..., part] -= 0.3 * (xx > w // 2)
+    if kind == 1:  # a ring: its smoothed centre exceeds the threshold far from any value that does
+      cx, cy = rng.integers(0, w), rng.integers(0, h)
+      heat[..., part] += 1.0 * (np.abs(np.hypot(xx - cx, yy - cy) - 9.5) < 0.5)
+  if dtype == np.float32:  # as the device returns them; part 17 all float32(0.1), just above 0.1
+    heat = heat.astype(np.float32)
+    heat[..., 17] = np.float32(0.1)
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
+  for part in range(18):
+    box = pckh_lib.smoothed_box(heat[..., part])
+    whole = np.pad(ndimage.gaussian_filter(heat[..., part].astype(np.float64), sigma=3), 1)
+    if box is None:
+      assert whole.max() <= 0.1, part
+      continue
+    y0, x0, z = box
+    np.testing.assert_array_equal(z, whole[y0:y0 + z.shape[0], x0:x0 + z.shape[1]], err_msg=f"part {part}")
+    outside = whole[1:-1, 1:-1].copy()
+    outside[y0:y0 + z.shape[0] - 2, x0:x0 + z.shape[1] - 2] = 0
+    assert outside.max() <= 0.1, part
+  found = pckh_lib.find_peaks(heat)
+  reference = _whole_image_peaks(heat)
+  assert sum(len(r) for r in reference) > 0
+  next_id = 0
+  for part in range(18):
+    np.testing.assert_array_equal(found[part][:, :3], reference[part], err_msg=f"part {part}")
+    np.testing.assert_array_equal(found[part][:, 3], np.arange(next_id, next_id + len(reference[part])))
+    next_id += len(reference[part])
+
+
 def test_decoding_drops_small_people():
   # Three parts connected: fewer than 4, so nobody is kept.
   heat, pafs = np.zeros((H, W, 19)), np.zeros((H, W, 38))

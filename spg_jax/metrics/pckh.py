@@ -74,9 +74,62 @@ PAF_CHANNELS: tuple[tuple[int, int], ...] = (
 NUM_PERSON_LIMBS = 17  # limbs 17, 18 (ear–shoulder) never start a person
 
 
+def _greater(values: np.ndarray, bound: float) -> np.ndarray:
+  """values > bound as float64 compares them, without a float64 copy of float32 values."""
+  if values.dtype == np.float32:
+    # For float32 v: float64(v) > bound ⟺ v > the largest float32 ≤ bound.
+    bound32 = np.float32(bound)
+    if float(bound32) > bound:
+      bound32 = np.nextafter(bound32, np.float32(-np.inf))
+    return values > bound32
+  return np.asarray(values, np.float64) > bound
+
+
+def smoothed_box(heatmap: np.ndarray, threshold: float = PEAK_THRESHOLD,
+                 sigma: float = HEATMAP_SIGMA) -> tuple[int, int, np.ndarray] | None:
+  """The script's smoothed heatmap, computed only on the box where it can exceed `threshold`.
+
+  The Gaussian's weights are positive and sum to one, and every value it averages at a pixel (the
+  'reflect' border included) lies within its radius r = round(4σ) in both axes, so a smoothed value can
+  exceed `threshold` only within r of an unsmoothed value that does. The filter runs on the bounding
+  box of those pixels, one pixel larger for the neighbour test, from an input crop r larger again
+  wherever the image allows: each value it returns is computed from the same inputs in the same order
+  as by the filter on the whole image, so it is bitwise that value.
+
+  Args:
+    heatmap: (H, W) float32 or float64 heatmap at image resolution; smoothed in float64, as the script
+      smooths its float64 average of the scales.
+
+  Returns:
+    None if no value can exceed the threshold, else (y0, x0, z): z (h + 2, w + 2) holds the smoothed
+    values of rows y0 − 1 .. y0 + h and columns x0 − 1 .. x0 + w, 0 outside the image (the script's
+    shifted copies are zero-filled), and [y0, y0 + h) × [x0, x0 + w) holds every pixel whose smoothed
+    value exceeds `threshold`.
+  """
+  radius = int(4.0 * sigma + 0.5)  # scipy's truncate=4.0
+  height, width = heatmap.shape
+  # Below this bound no value smooths to > threshold, whatever the rounding of the weights' sum.
+  above = _greater(heatmap, threshold * (1.0 - 1e-9))
+  rows, cols = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
+  if not len(rows):
+    return None
+  y0, y1 = max(rows[0] - radius, 0), min(rows[-1] + radius + 1, height)
+  x0, x1 = max(cols[0] - radius, 0), min(cols[-1] + radius + 1, width)
+  oy0, oy1, ox0, ox1 = max(y0 - 1, 0), min(y1 + 1, height), max(x0 - 1, 0), min(x1 + 1, width)
+  iy0, iy1 = max(oy0 - radius, 0), min(oy1 + radius, height)
+  ix0, ix1 = max(ox0 - radius, 0), min(ox1 + radius, width)
+  smooth = ndimage.gaussian_filter(np.asarray(heatmap[iy0:iy1, ix0:ix1], np.float64), sigma=sigma)
+  z = np.zeros((y1 - y0 + 2, x1 - x0 + 2))
+  z[oy0 - y0 + 1:oy1 - y0 + 1, ox0 - x0 + 1:ox1 - x0 + 1] = smooth[oy0 - iy0:oy1 - iy0, ox0 - ix0:ox1 - ix0]
+  return y0, x0, z
+
+
 def find_peaks(heatmaps: np.ndarray, threshold: float = PEAK_THRESHOLD,
                sigma: float = HEATMAP_SIGMA) -> list[np.ndarray]:
-  """Step 1 of the module docstring.
+  """Step 1 of the module docstring; smoothing only where a peak can be (`smoothed_box`).
+
+  For trained maps that is a few small boxes per image instead of 18 whole-image filters, with the
+  same peaks.
 
   Args:
     heatmaps: (H, W, ≥ 18) heatmaps at image resolution (channels 0..17 are read).
@@ -86,15 +139,18 @@ def find_peaks(heatmaps: np.ndarray, threshold: float = PEAK_THRESHOLD,
     ids numbered consecutively across parts.
   """
   peaks, next_id = [], 0
+  heatmaps = np.asarray(heatmaps)
   for part in range(NUM_PARTS):
-    original = np.asarray(heatmaps[..., part], np.float64)
-    smooth = ndimage.gaussian_filter(original, sigma=sigma)
-    # Neighbours outside the image are 0, as in the script's shifted zero-filled copies.
-    padded = np.pad(smooth, 1, constant_values=0.0)
-    is_peak = ((smooth > threshold)
-               & (smooth >= padded[:-2, 1:-1]) & (smooth >= padded[2:, 1:-1])
-               & (smooth >= padded[1:-1, :-2]) & (smooth >= padded[1:-1, 2:]))
-    ys, xs = np.nonzero(is_peak)
+    ys = xs = np.zeros(0, np.int64)
+    original = heatmaps[..., part]
+    box = smoothed_box(original, threshold, sigma)
+    if box is not None:
+      y0, x0, z = box
+      inner = z[1:-1, 1:-1]
+      is_peak = ((inner > threshold) & (inner >= z[:-2, 1:-1]) & (inner >= z[2:, 1:-1])
+                 & (inner >= z[1:-1, :-2]) & (inner >= z[1:-1, 2:]))
+      ys, xs = np.nonzero(is_peak)  # row-major within a rectangle is row-major in the image
+      ys, xs = ys + y0, xs + x0
     ids = np.arange(next_id, next_id + len(xs))
     next_id += len(xs)
     peaks.append(np.stack([xs, ys, original[ys, xs], ids], axis=-1).astype(np.float64).reshape(-1, 4))
@@ -117,7 +173,8 @@ def limb_score(paf_x: np.ndarray, paf_y: np.ndarray, a: np.ndarray, b: np.ndarra
   ux, uy = dx / norm, dy / norm
   xs = _round_half_away(np.linspace(a[0], b[0], num=NUM_SAMPLES))
   ys = _round_half_away(np.linspace(a[1], b[1], num=NUM_SAMPLES))
-  dots = paf_x[ys, xs] * ux + paf_y[ys, xs] * uy
+  # float64 like the script's maps; converted after sampling (exact for float32 maps).
+  dots = np.asarray(paf_x[ys, xs], np.float64) * ux + np.asarray(paf_y[ys, xs], np.float64) * uy
   # Python's sequential sum, as the script's `sum(...) / len(...)` (np.mean sums pairwise).
   score = sum(dots.tolist()) / NUM_SAMPLES + min(0.5 * image_height / norm - 1.0, 0.0)
   if np.count_nonzero(dots > threshold) > 0.8 * NUM_SAMPLES and score > 0:
@@ -135,8 +192,7 @@ def connect_limbs(peaks: Sequence[np.ndarray], pafs: np.ndarray,
     if len(cand_a) == 0 or len(cand_b) == 0:
       connections.append(None)
       continue
-    paf_x = np.asarray(pafs[..., cx], np.float64)
-    paf_y = np.asarray(pafs[..., cy], np.float64)
+    paf_x, paf_y = pafs[..., cx], pafs[..., cy]  # views; `limb_score` converts the 10 samples it reads
     candidates = []
     for i, a in enumerate(cand_a):
       for j, b in enumerate(cand_b):
