@@ -231,6 +231,7 @@ def main():
   parser.add_argument("--max_batch", default="", help="larger batches to try in order, until one does not fit")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--no_flops", action="store_true", help="skip the FLOP count (and MFU)")
+  parser.add_argument("--no_inference", action="store_true", help="skip the inference figure")
   parser.add_argument("--count_flops", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--profile", default=None, help="write a profiler trace of the first configuration here")
   parser.add_argument("--timing_lock", default=None, help=argparse.SUPPRESS)
@@ -280,7 +281,7 @@ def main():
     for i, batch_size in enumerate(batches + extra):
       try:
         r, state = run_config(bench, state, batch_size, args.steps if batch_size in batches else 3, args.timing_lock,
-                              inference=(i == 0), profile_dir=args.profile if first else None)
+                              inference=(i == 0 and not args.no_inference), profile_dir=args.profile if first else None)
       except Exception as e:  # pylint: disable=broad-except
         if not is_out_of_memory(e):
           raise
