@@ -16,8 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.compute_dtype = "bfloat16"
   # Compiled programs (and XLA's autotuning results) are kept here and reused by later processes:
   # a resumed run or `--mode eval` skips minutes of compilation. '' = no cache; None = the
-  # environment's JAX_COMPILATION_CACHE_DIR, else ~/.cache/spg_jax/jax_compilation (one process) or
-  # none (several processes). Applied by launch.py (`spg_jax.jax_setup.configure_jax`).
+  # environment's JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/spg_jax/jax_compilation
+  # (~/.cache/...) in one process and no cache in several. Applied by launch.py
+  # (`spg_jax.jax_setup.configure_jax`).
   config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
 
   config.data = ml_collections.ConfigDict()

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from spg_jax import sharding, visualize
+from spg_jax import jax_setup, sharding, visualize
 from spg_jax.metrics import fid, inception, lpips, pose_estimator, pose_mask, segmentation, ssim
 from spg_jax.metrics import pckh as pckh_lib
 from spg_jax.metrics import image as image_metrics
@@ -216,8 +216,7 @@ def fid_feature_function(variant: str, mesh: jax.sharding.Mesh) -> Callable[[Any
 def default_fid_cache_dir() -> str:
   """`$XDG_CACHE_HOME/spg_jax/fid_stats` (~/.cache/spg_jax/fid_stats): shared by all workdirs, since
   the real-set statistics depend on the data and the weights only, never on the model."""
-  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(root, "spg_jax", "fid_stats")
+  return jax_setup.user_cache_dir("fid_stats")
 
 
 def _tfds_name(config: ml_collections.ConfigDict) -> str:

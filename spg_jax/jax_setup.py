@@ -19,7 +19,12 @@ import os
 
 import jax
 
-DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/spg_jax/jax_compilation"
+
+
+def user_cache_dir(name: str) -> str:
+  """`$XDG_CACHE_HOME/spg_jax/<name>` (~/.cache/spg_jax/<name> without it): spg_jax's caches."""
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "spg_jax", name)
 
 
 def resolve_compilation_cache_dir(path: str | None, multi_process: bool = False) -> str | None:
@@ -27,14 +32,14 @@ def resolve_compilation_cache_dir(path: str | None, multi_process: bool = False)
 
   Args:
     path: a directory ('~' expanded); '' for no cache; None for the default: the environment's
-      `JAX_COMPILATION_CACHE_DIR` if set, else `DEFAULT_COMPILATION_CACHE_DIR` in a single-process
+      `JAX_COMPILATION_CACHE_DIR` if set, else `user_cache_dir('jax_compilation')` in a single-process
       run and no cache in a multi-process one. Processes whose cache keys differ (on CPU the key
       holds a per-process device fingerprint) would load and compile at different speeds and meet
       their first collective minutes apart, so several processes share a cache only when asked to.
     multi_process: whether this process is one of several (`jax.distributed`).
   """
   if path is None:
-    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or ("" if multi_process else DEFAULT_COMPILATION_CACHE_DIR)
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or ("" if multi_process else user_cache_dir("jax_compilation"))
   return os.path.abspath(os.path.expanduser(path)) if path else None
 
 

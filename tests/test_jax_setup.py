@@ -12,11 +12,14 @@ from spg_jax import jax_setup
 
 def test_cache_directory_rules(monkeypatch, tmp_path):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-  default = os.path.expanduser(jax_setup.DEFAULT_COMPILATION_CACHE_DIR)
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+  default = os.path.join(os.path.expanduser("~"), ".cache", "spg_jax", "jax_compilation")
   assert jax_setup.resolve_compilation_cache_dir(None) == default
   assert jax_setup.resolve_compilation_cache_dir(None, multi_process=True) is None
   assert jax_setup.resolve_compilation_cache_dir("") is None
   assert jax_setup.resolve_compilation_cache_dir("~/x") == os.path.join(os.path.expanduser("~"), "x")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert jax_setup.resolve_compilation_cache_dir(None) == str(tmp_path / "xdg" / "spg_jax" / "jax_compilation")
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "env"))
   assert jax_setup.resolve_compilation_cache_dir(None) == str(tmp_path / "env")
   assert jax_setup.resolve_compilation_cache_dir(None, multi_process=True) == str(tmp_path / "env")
