@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import sys
@@ -95,6 +96,7 @@ def main():
   for fsdp in (int(f) for f in args.fsdp.split(",")):
     print(f"compiling for data={args.devices // fsdp} × fsdp={fsdp} ...", file=sys.stderr, flush=True)
     rows.append(measure(args.devices, fsdp, args.per_device_batch, args.dtype))
+    print("RESULT " + json.dumps(rows[-1]), flush=True)
   print(f"\n{jax.devices()[0].device_kind} × {args.devices}, {args.dtype}, {args.per_device_batch} pair(s) per "
         f"device; GiB per device\n")
   print("| data × fsdp | global batch | state | arguments | outputs | temporaries | peak (− donated) | "
