@@ -2,7 +2,7 @@
 
 Decoding runs on the host once per generated image (8,570 times for DeepFashion's test set), in Python
 threads that share the GIL, so its single-thread cost bounds `--mode eval`. Three kinds of maps at
-256 × 256 (19 heatmaps, 38 PAFs, float32 as the device returns them):
+256 × 256 (18 heatmaps, 38 PAFs, float32 as the device returns them):
   zero      no part above the threshold (what the random-weight pose network of
             `benchmarks/eval_throughput.py` yields, its last convolutions zeroed)
   person    one planted person: a Gaussian blob (σ = 4 px, amplitude 0.9) per part on a skeleton
@@ -36,9 +36,9 @@ SKELETON = np.array([
 
 
 def planted_maps(size: int = 256, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """(heatmaps (size, size, 19), pafs (size, size, 38)) float32 holding one person (module docstring)."""
+  """(heatmaps (size, size, 18), pafs (size, size, 38)) float32 holding one person (module docstring)."""
   yy, xx = np.mgrid[:size, :size]
-  heat = np.zeros((size, size, 19), np.float32)
+  heat = np.zeros((size, size, 18), np.float32)
   pafs = np.zeros((size, size, 38), np.float32)
   for part, (x, y) in enumerate(SKELETON):
     heat[..., part] = 0.9 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 4.0 ** 2))
@@ -59,7 +59,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=20)
   args = parser.parse_args()
-  cases = {"zero": (np.zeros((256, 256, 19), np.float32), np.zeros((256, 256, 38), np.float32)),
+  cases = {"zero": (np.zeros((256, 256, 18), np.float32), np.zeros((256, 256, 38), np.float32)),
            "person": planted_maps(), "noise": planted_maps(noise=0.02)}
   print("| maps | ms / image (median) | parts found |\n| --- | ---: | ---: |")
   for name, (heat, pafs) in cases.items():

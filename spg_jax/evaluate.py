@@ -641,8 +641,10 @@ class BatchCollector:
   """The host side of the test-set loop: per-pair metrics, the stage-1 confusion, FID features, the
   PNGs and PCKh, from each batch's `make_batch_step` output in turn.
 
-  PNG encoding and keypoint decoding go to a thread pool (zlib and scipy.ndimage release the GIL), so
-  that they run in parallel with each other and with the device's next batch. At most
+  PNG encoding and keypoint decoding go to a thread pool, so that they overlap the device's next
+  batch. zlib releases the GIL, so PNGs encode in parallel; keypoint decoding is mostly Python and
+  small NumPy calls that hold it, so decoding threads run about one at a time (kept cheap by
+  `pckh.smoothed_box`; BENCHMARKS.md, eval of 8,570 pairs). At most
   `max_pending_batches` batches of that work wait: each holds its pose maps (56 floats a pixel,
   15 MB per 256 × 256 image).
 

@@ -102,8 +102,8 @@ class SEANNorm(nn.Module):
   same function either way: 'direct' paints M (B, H, W, 128) and convolves it; 'per_sample'
   convolves P itself with per-sample kernels (`region_code_conv`: 20 input channels instead of
   128, half the generator's FLOPs, but a grouped convolution, which compiled and ran far slower
-  on an H100 with cuDNN; see BENCHMARKS.md). The parameters keep the official layout (`conv_gamma`, `conv_beta`,
-  `spade_shared`, `spade_gamma`, `spade_beta`).
+  on an H100 with cuDNN; see BENCHMARKS.md). The parameters keep the official layout
+  (`conv_gamma`, `conv_beta`, `spade_shared`, `spade_gamma`, `spade_beta`).
 
   Noise: pass `noise` (B, H, W, 1) to feed a specific map (parity tests, reproducible sampling);
   otherwise, with `deterministic=True` no noise is added, and with `deterministic=False` a map is
